@@ -1,0 +1,89 @@
+// Command nxmesh is the single NxMesh binary: the hub, relay and agent
+// daemons, and the operator's CLI. It only parses flags (kong, with every flag
+// also readable from an NXMESH_* environment variable) and calls into the
+// package that does the work; only main exits the process.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// cli is the whole command tree. A command appears here only once it works.
+type cli struct {
+	Globals
+
+	Version versionCmd `cmd:"" help:"Print the version, commit and Go version."`
+}
+
+// Globals are flags shared by every command.
+type Globals struct {
+	LogLevel  slog.Level `help:"Log level: debug, info, warn or error." default:"info"`
+	LogFormat string     `help:"Log format: text or json." enum:"text,json" default:"text"`
+
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// Logger returns the process logger, writing to stderr.
+func (g *Globals) Logger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: g.LogLevel}
+	if g.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(g.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, opts))
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run parses args and runs the chosen command, returning the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	var c cli
+	c.stdout, c.stderr = stdout, stderr
+	exit := -1
+	parser, err := kong.New(&c,
+		kong.Name("nxmesh"),
+		kong.Description("NxMesh: a control plane for fleets of nginx servers.\n\nEvery flag can also be set with an environment variable: --log-level is NXMESH_LOG_LEVEL."),
+		kong.UsageOnError(),
+		kong.DefaultEnvars("NXMESH"),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exit = code }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "nxmesh: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exit >= 0 {
+		return exit // --help and friends
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nxmesh: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&c.Globals); err != nil {
+		var ec exitCoder
+		if asExitCoder(err, &ec) {
+			if msg := err.Error(); msg != "" {
+				fmt.Fprintf(stderr, "nxmesh: %s\n", msg)
+			}
+			return ec.ExitCode()
+		}
+		fmt.Fprintf(stderr, "nxmesh: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,179 @@
+// Package nginx knows everything about nginx: it compiles a resource set into
+// a bundle of configuration files, and runs the nginx binary (nginx -t, start,
+// reload) with a fixed argument vector, never through a shell. It imports
+// schema only: never hub, hub/store, relay, wire or pki.
+package nginx
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// GenerationFile is the bundle file that makes the status server answer
+// /nxmesh/generation with the bundle hash. It is derived from the hash, so the
+// hash is computed over every other file.
+const GenerationFile = "nxmesh/generation.conf"
+
+// File is one file of a bundle.
+type File struct {
+	// Path is slash-separated and relative to the bundle root.
+	Path string
+	Data []byte
+	// Secret marks private keys: written with mode 0600 and never logged.
+	Secret bool
+}
+
+// Bundle is the complete, content-addressed set of nginx files for one agent.
+// Two bundles with the same Hash have the same files, byte for byte.
+type Bundle struct {
+	// Hash is the hex sha256 of the canonical encoding of every file but
+	// GenerationFile.
+	Hash string
+	// Files are sorted by Path and include GenerationFile.
+	Files []File
+}
+
+// Seal sorts files, computes the bundle hash and adds GenerationFile. The
+// files must not contain GenerationFile already.
+func Seal(files []File) (*Bundle, error) {
+	fs := slices.Clone(files)
+	slices.SortFunc(fs, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	for i, f := range fs {
+		if err := checkPath(f.Path); err != nil {
+			return nil, err
+		}
+		if f.Path == GenerationFile {
+			return nil, fmt.Errorf("bundle file %s is reserved", f.Path)
+		}
+		if i > 0 && fs[i-1].Path == f.Path {
+			return nil, fmt.Errorf("bundle file %s appears twice", f.Path)
+		}
+	}
+	hash := hashFiles(fs)
+	fs = append(fs, File{Path: GenerationFile, Data: generationConf(hash)})
+	slices.SortFunc(fs, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return &Bundle{Hash: hash, Files: fs}, nil
+}
+
+// Verify checks that the files hash to b.Hash and that GenerationFile
+// matches it: a bundle that arrived over the network is checked before use.
+func (b *Bundle) Verify() error {
+	var content []File
+	var gen []byte
+	seen := false
+	for i, f := range b.Files {
+		if err := checkPath(f.Path); err != nil {
+			return err
+		}
+		if i > 0 && b.Files[i-1].Path >= f.Path {
+			return fmt.Errorf("bundle files are not sorted or not unique at %s", f.Path)
+		}
+		if f.Path == GenerationFile {
+			gen, seen = f.Data, true
+			continue
+		}
+		content = append(content, f)
+	}
+	if !seen {
+		return fmt.Errorf("bundle has no %s", GenerationFile)
+	}
+	if got := hashFiles(content); got != b.Hash {
+		return fmt.Errorf("bundle hash mismatch: files hash to %s, bundle says %s", got, b.Hash)
+	}
+	if string(gen) != string(generationConf(b.Hash)) {
+		return fmt.Errorf("bundle %s does not match its hash", GenerationFile)
+	}
+	return nil
+}
+
+// File returns the file at p, or nil.
+func (b *Bundle) File(p string) *File {
+	i, ok := slices.BinarySearchFunc(b.Files, p, func(f File, p string) int { return strings.Compare(f.Path, p) })
+	if !ok {
+		return nil
+	}
+	return &b.Files[i]
+}
+
+// Write writes the bundle's files under dir, creating directories as needed.
+// Secret files get mode 0600, others 0644. Each file is synced so that a
+// crash after Write returns cannot leave a partially written tree behind a
+// later rename.
+func (b *Bundle) Write(dir string) error {
+	for _, f := range b.Files {
+		p := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("write bundle %s: %w", b.Hash, err)
+		}
+		mode := os.FileMode(0o644)
+		if f.Secret {
+			mode = 0o600
+		}
+		if err := writeSync(p, f.Data, mode); err != nil {
+			return fmt.Errorf("write bundle %s: %w", b.Hash, err)
+		}
+	}
+	return nil
+}
+
+func writeSync(p string, data []byte, mode os.FileMode) error {
+	fh, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(data); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// hashFiles is the canonical encoding: for each file in path order, the
+// uvarint length and bytes of the path, a flags byte (1 = secret), then the
+// uvarint length and bytes of the data.
+func hashFiles(files []File) string {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	for _, f := range files {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(f.Path)))])
+		h.Write([]byte(f.Path))
+		flags := byte(0)
+		if f.Secret {
+			flags = 1
+		}
+		h.Write([]byte{flags})
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(f.Data)))])
+		h.Write(f.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func generationConf(hash string) []byte {
+	return []byte("# Generated by NxMesh: answers the bundle hash.\n" +
+		"location = /nxmesh/generation {\n" +
+		"    default_type text/plain;\n" +
+		"    return 200 \"" + hash + "\";\n" +
+		"}\n")
+}
+
+var errBadPath = errors.New("bundle file path must be relative, clean and slash-separated")
+
+func checkPath(p string) error {
+	if p == "" || path.IsAbs(p) || path.Clean(p) != p || p == "." || strings.HasPrefix(p, "../") || p == ".." ||
+		strings.ContainsAny(p, "\\\x00") {
+		return fmt.Errorf("%w: %q", errBadPath, p)
+	}
+	return nil
+}
