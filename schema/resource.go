@@ -34,6 +34,19 @@ type Resource struct {
 	Kind       Kind     `json:"kind"`
 	Metadata   Metadata `json:"metadata"`
 	Spec       Spec     `json:"spec"`
+
+	// Source says where the resource was decoded from, so that errors can
+	// name the file and document. It is not part of the JSON form.
+	Source Source `json:"-"`
+}
+
+// Source is the place a resource was read from.
+type Source struct {
+	// File is the name given to Decode.
+	File string
+	// Document is the 1-based position of the document in File (empty
+	// documents count), or 0 when unknown.
+	Document int
 }
 
 // Spec is the kind-specific part of a resource.
