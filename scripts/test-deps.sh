@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test-deps.sh makes sure the programs the test suite talks to are installed:
-# nginx (Debian package "nginx") and the PostgreSQL server binaries (Debian
-# package "postgresql-15" or newer). It installs what is missing with apt-get
-# when running as root, and otherwise stops with a message naming the package.
+# nginx (Debian package "nginx"), the PostgreSQL server binaries (Debian
+# package "postgresql-15" or newer) and openssl, which checks issued chains.
+# It installs what is missing with apt-get when running as root, and
+# otherwise stops with a message naming the packages.
 # Package installs never start a system service: tests start their own nginx
 # and their own throwaway PostgreSQL cluster.
 set -euo pipefail
@@ -23,9 +24,10 @@ have_postgres() {
 
 have_nginx || missing+=(nginx)
 have_postgres || missing+=(postgresql)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "test-deps: nginx and PostgreSQL server binaries present"
+	echo "test-deps: nginx, PostgreSQL server binaries and openssl present"
 	exit 0
 fi
 

@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+const agentColumns = "id, workspace, labels, relay, applied_hash, last_result, last_error, last_seen, created_at"
+
+func scanAgent(r row) (Agent, error) {
+	var (
+		a      Agent
+		labels []byte
+		seen   sql.NullTime
+	)
+	if err := r.Scan(&a.ID, &a.Workspace, &labels, &a.Relay, &a.AppliedHash, &a.LastResult, &a.LastError, &seen, &a.CreatedAt); err != nil {
+		return Agent{}, err
+	}
+	if err := json.Unmarshal(labels, &a.Labels); err != nil {
+		return Agent{}, fmt.Errorf("agent %q labels: %w", a.ID, err)
+	}
+	if len(a.Labels) == 0 {
+		a.Labels = nil
+	}
+	if seen.Valid {
+		a.LastSeen = seen.Time.UTC()
+	}
+	a.CreatedAt = a.CreatedAt.UTC()
+	return a, nil
+}
+
+// PutAgent creates or replaces an agent record. CreatedAt is kept from the
+// existing record, or set to now for a new one.
+func (db *DB) PutAgent(ctx context.Context, a Agent) (Agent, error) {
+	if a.ID == "" {
+		return Agent{}, fmt.Errorf("put agent: %w: empty id", ErrInvalid)
+	}
+	labels := a.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	lj, err := json.Marshal(labels)
+	if err != nil {
+		return Agent{}, err
+	}
+	var seen any
+	if !a.LastSeen.IsZero() {
+		seen = a.LastSeen.UTC().Truncate(time.Microsecond)
+	}
+	var out Agent
+	err = db.tx(ctx, true, func(q querier) error {
+		if _, err := workspaceRevision(ctx, q, a.Workspace); err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (id) DO UPDATE SET workspace = excluded.workspace, labels = excluded.labels,
+				relay = excluded.relay, applied_hash = excluded.applied_hash, last_result = excluded.last_result,
+				last_error = excluded.last_error, last_seen = excluded.last_seen`,
+			a.ID, a.Workspace, string(lj), a.Relay, a.AppliedHash, a.LastResult, a.LastError, seen, db.clock()); err != nil {
+			return err
+		}
+		var err error
+		out, err = scanAgent(q.queryRow(ctx, "SELECT "+agentColumns+" FROM agents WHERE id = $1", a.ID))
+		return err
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("put agent %q: %w", a.ID, err)
+	}
+	return out, nil
+}
+
+// GetAgent returns one agent.
+func (db *DB) GetAgent(ctx context.Context, id string) (Agent, error) {
+	var a Agent
+	err := db.tx(ctx, false, func(q querier) error {
+		var err error
+		a, err = scanAgent(q.queryRow(ctx, "SELECT "+agentColumns+" FROM agents WHERE id = $1", id))
+		return err
+	})
+	if isNoRows(err) {
+		return Agent{}, fmt.Errorf("agent %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// ListAgents returns the agents of a workspace by ID.
+func (db *DB) ListAgents(ctx context.Context, ws string) ([]Agent, error) {
+	var out []Agent
+	err := db.tx(ctx, false, func(q querier) error {
+		out = nil
+		rs, err := q.query(ctx, "SELECT "+agentColumns+" FROM agents WHERE workspace = $1 ORDER BY id", ws)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			a, err := scanAgent(rs)
+			if err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list agents of workspace %q: %w", ws, err)
+	}
+	return out, nil
+}
+
+// DeleteAgent deletes an agent; a missing one is ErrNotFound.
+func (db *DB) DeleteAgent(ctx context.Context, id string) error {
+	err := db.tx(ctx, true, func(q querier) error {
+		n, err := q.exec(ctx, "DELETE FROM agents WHERE id = $1", id)
+		if err == nil && n == 0 {
+			err = ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete agent %q: %w", id, err)
+	}
+	return nil
+}
+
+// AppendAudit records an event. An empty ID gets a fresh one (a UUID, as
+// PostgreSQL requires) and a zero CreatedAt gets the store clock; Detail
+// must be a JSON object or empty.
+func (db *DB) AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error) {
+	if e.ID == "" {
+		e.ID = db.newID()
+	}
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = db.clock()
+	}
+	e.CreatedAt = e.CreatedAt.UTC().Truncate(time.Microsecond)
+	if len(e.Detail) == 0 {
+		e.Detail = []byte("{}")
+	}
+	if !json.Valid(e.Detail) {
+		return AuditEvent{}, fmt.Errorf("append audit event %q: %w: detail is not JSON", e.Action, ErrInvalid)
+	}
+	err := db.tx(ctx, true, func(q querier) error {
+		_, err := q.exec(ctx, `INSERT INTO audit_events (id, workspace, actor, action, target, detail, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, e.ID, e.Workspace, e.Actor, e.Action, e.Target, string(e.Detail), e.CreatedAt)
+		return err
+	})
+	if err != nil {
+		return AuditEvent{}, fmt.Errorf("append audit event %q: %w", e.Action, err)
+	}
+	return e, nil
+}
+
+// ListAudit returns up to limit events of a workspace ("" for
+// installation-wide ones) created before the given time (zero: from the
+// newest), newest first. limit <= 0 means 100.
+func (db *DB) ListAudit(ctx context.Context, ws string, before time.Time, limit int) ([]AuditEvent, error) {
+	if before.IsZero() {
+		before = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []AuditEvent
+	err := db.tx(ctx, false, func(q querier) error {
+		out = nil
+		rs, err := q.query(ctx, `SELECT id, workspace, actor, action, target, detail, created_at FROM audit_events
+			WHERE workspace = $1 AND created_at < $2 ORDER BY created_at DESC, id DESC LIMIT $3`,
+			ws, before.UTC(), limit)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var e AuditEvent
+			if err := rs.Scan(&e.ID, &e.Workspace, &e.Actor, &e.Action, &e.Target, &e.Detail, &e.CreatedAt); err != nil {
+				return err
+			}
+			e.CreatedAt = e.CreatedAt.UTC()
+			out = append(out, e)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit events of workspace %q: %w", ws, err)
+	}
+	return out, nil
+}
