@@ -20,7 +20,9 @@ import (
 type cli struct {
 	Globals
 
-	Version versionCmd `cmd:"" help:"Print the version, commit and Go version."`
+	Version  versionCmd  `cmd:"" help:"Print the version, commit and Go version."`
+	Render   renderCmd   `cmd:"" help:"Compile resource files into the bundle of nginx files for one agent."`
+	Validate validateCmd `cmd:"" help:"Check resource files: schema, compile, and nginx -t when nginx is installed."`
 }
 
 // Globals are flags shared by every command.
