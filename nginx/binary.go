@@ -96,6 +96,8 @@ var (
 	// nginx: [emerg] unknown directive "foo" in /tmp/x/nginx.conf:12
 	emergLine = regexp.MustCompile(`\[(emerg|crit|alert)\] (.*)$`)
 	inFile    = regexp.MustCompile(` in (/[^ ]+):([0-9]+)$`)
+	// With -e stderr nginx prefixes error log lines with "PID#TID: ".
+	pidPrefix = regexp.MustCompile(`^[0-9]+#[0-9]+: `)
 )
 
 // ParseTestOutput turns the output of a failed nginx -t into a *TestError.
@@ -106,7 +108,7 @@ func ParseTestOutput(out []byte) *TestError {
 		if m == nil {
 			continue
 		}
-		msg := m[2]
+		msg := pidPrefix.ReplaceAllString(m[2], "")
 		if fm := inFile.FindStringSubmatch(msg); fm != nil {
 			te.File = fm[1]
 			te.Line, _ = strconv.Atoi(fm[2])

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -138,8 +137,6 @@ func checkError(te *TestError, dir string) *CheckError {
 	strip := func(s string) string { return strings.ReplaceAll(s, dir+string(filepath.Separator), "") }
 	t := *te
 	t.Output, t.Message = strip(t.Output), strip(t.Message)
-	// With -e stderr nginx prefixes error log lines with "PID#TID: ".
-	t.Message = pidPrefix.ReplaceAllString(t.Message, "")
 	if rel, err := filepath.Rel(dir, t.File); t.File != "" && err == nil && !strings.HasPrefix(rel, "..") {
 		t.File = filepath.ToSlash(rel)
 	}
@@ -159,8 +156,6 @@ func checkError(te *TestError, dir string) *CheckError {
 
 // capNetBindService is CAP_NET_BIND_SERVICE (linux/capability.h).
 const capNetBindService = 10
-
-var pidPrefix = regexp.MustCompile(`^[0-9]+#[0-9]+: `)
 
 // nobody returns the credential of the user "nobody".
 func nobody() (*syscall.Credential, error) {

@@ -87,7 +87,7 @@ func (c *validateCmd) Run(ctx context.Context, g *Globals) error {
 	case bin == nil:
 		checked = "nginx -t skipped (nginx not found)"
 	}
-	_, err = fmt.Fprintf(g.stdout, "valid: %d resources, %d bundles, %s\n", len(set), len(bundles), checked)
+	_, err = fmt.Fprintf(g.stdout, "valid: %d resources, %s, %s\n", len(set), plural(len(bundles), "bundle"), checked)
 	return err
 }
 
@@ -114,4 +114,12 @@ func selectorLabels(set []schema.Resource) []map[string]string {
 		out = append(out, byKey[k])
 	}
 	return out
+}
+
+// plural returns "1 bundle", "2 bundles".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -102,9 +102,9 @@ spec:
 		stderrPart string
 	}{
 		{name: "valid", args: []string{"validate", "-f", good},
-			code: 0, stdout: "valid: 2 resources, 1 bundles, nginx -t passed\n", stderr: ""},
+			code: 0, stdout: "valid: 2 resources, 1 bundle, nginx -t passed\n", stderr: ""},
 		{name: "valid without nginx", args: []string{"validate", "--no-nginx", "-f", good},
-			code: 0, stdout: "valid: 2 resources, 1 bundles, nginx -t skipped (--no-nginx)\n", stderr: ""},
+			code: 0, stdout: "valid: 2 resources, 1 bundle, nginx -t skipped (--no-nginx)\n", stderr: ""},
 		{name: "schema errors", args: []string{"validate", "-f", bad}, code: 1,
 			stderr: bad + `: document 1: spec.servers[0].address: "10.0.0.1" has no port; use host:port, [ipv6]:port or unix:/absolute/path` + "\n" +
 				bad + `: document 2: metadata.name: "Web" is not a valid name; use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit` + "\n" +
