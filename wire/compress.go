@@ -1,0 +1,77 @@
+package wire
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+)
+
+// Compress gzips data for a Bundle or BundleData payload. A hub compresses a
+// bundle once; the same bytes go to every relay and agent.
+func Compress(data []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(data); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decompress gunzips data, refusing with ErrTooLarge as soon as the output
+// would exceed limit bytes, so a gzip bomb costs at most limit bytes of
+// memory. Every decompression of peer data goes through here (DESIGN:
+// every decompression has a size limit).
+func Decompress(data []byte, limit int) ([]byte, error) {
+	if limit < 0 {
+		limit = 0
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	defer zr.Close()
+	out, err := readBounded(zr, nil, limit)
+	if err != nil {
+		return nil, fmt.Errorf("decompress (limit %d bytes): %w", limit, err)
+	}
+	return out, nil
+}
+
+// readBounded appends everything r yields to buf and returns it, or fails
+// with ErrTooLarge once the total would exceed limit. It never grows buf
+// beyond limit bytes of capacity.
+func readBounded(r io.Reader, buf []byte, limit int) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= limit {
+				// Full: one more byte means too large, EOF means done.
+				var one [1]byte
+				n, err := io.ReadFull(r, one[:])
+				switch {
+				case n > 0:
+					return nil, ErrTooLarge
+				case err == io.EOF:
+					return buf, nil
+				default:
+					return nil, err
+				}
+			}
+			newCap := min(max(2*cap(buf), 512), limit)
+			nb := make([]byte, len(buf), newCap)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package wire
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// sampleMessages returns one fully populated message of every type, with
+// the payload it travels with.
+func sampleMessages() []struct {
+	msg     Message
+	payload []byte
+} {
+	res := Result{Hash: "sha256:ab", State: ResultRejected, Reason: "nginx -t failed",
+		Output: "nginx: [emerg] unknown directive \"proxy_pas\" in /etc/nginx/x.conf:3 <&>", File: "sites/x.conf", Line: 3, DurationMs: 41}
+	sess := AgentSession{ID: "agent-1", Workspace: "ws-1", AppliedHash: "sha256:aa", ConnectedAt: 1764400000000, LastResult: &res}
+	return []struct {
+		msg     Message
+		payload []byte
+	}{
+		{&Hello{Protocol: Protocol, AgentVersion: "1.2.3", AppliedHash: "sha256:aa", State: "idle", Capabilities: []string{"delta"}}, nil},
+		{&Heartbeat{AppliedHash: "sha256:aa", NginxUp: true, Seq: 1<<63 + 7}, nil},
+		{&res, nil},
+		{&Welcome{Protocol: Protocol, HeartbeatIntervalMs: 10000, DesiredHash: "sha256:bb", Capabilities: []string{"delta"}}, nil},
+		{&Bundle{Hash: "sha256:bb", Encoding: EncodingGzip, Size: 12345}, []byte{0x1f, 0x8b, 0, 1, 2, 3}},
+		{&RelayHello{Protocol: Protocol, RelayVersion: "1.2.3", Capabilities: []string{"x"}}, nil},
+		{&Snapshot{Agents: []AgentSession{sess, {ID: "agent-2", Workspace: "ws-1"}}}, nil},
+		{&SessionDelta{Connected: []AgentSession{sess}, Disconnected: []string{"agent-3"}}, nil},
+		{&Heartbeats{Items: []AgentHeartbeat{{Agent: "agent-1", AppliedHash: "sha256:aa", NginxUp: true, At: 1764400000001}}}, nil},
+		{&Results{Items: []AgentResult{{Agent: "agent-1", Result: res}}}, nil},
+		{&FetchBundle{Hash: "sha256:bb"}, nil},
+		{&Desired{Items: []DesiredBundle{{Agent: "agent-1", Hash: "sha256:bb"}}}, nil},
+		{&BundleData{Hash: "sha256:bb", Encoding: EncodingGzip, Size: 12345}, []byte("opaque")},
+		{&Revoke{Agents: []string{"agent-1", "agent-2"}, Reason: "key compromised"}, nil},
+	}
+}
+
+func TestRoundTripEveryType(t *testing.T) {
+	seen := map[Type]bool{}
+	for _, tc := range sampleMessages() {
+		t.Run(tc.msg.Type().String(), func(t *testing.T) {
+			frame, err := Encode(tc.msg, tc.payload)
+			if err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			if Type(frame[0]) != tc.msg.Type() {
+				t.Fatalf("type byte 0x%02x, want %s", frame[0], tc.msg.Type())
+			}
+			got, payload, err := Decode(frame)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.msg) {
+				t.Errorf("decoded %#v, want %#v", got, tc.msg)
+			}
+			if !bytes.Equal(payload, tc.payload) {
+				t.Errorf("payload %q, want %q", payload, tc.payload)
+			}
+		})
+		seen[tc.msg.Type()] = true
+	}
+	// Every type byte with a limit must be covered above, and nothing else
+	// may decode.
+	for b := 0; b < 256; b++ {
+		tp := Type(b)
+		if Limit(tp) > 0 != seen[tp] {
+			t.Errorf("%s: Limit %d but covered by round trip = %v", tp, Limit(tp), seen[tp])
+		}
+		if (newMessage(tp) != nil) != seen[tp] {
+			t.Errorf("%s: newMessage and Limit disagree", tp)
+		}
+	}
+}
+
+// TestTypeBytesFixed pins the type bytes: they may never change.
+func TestTypeBytesFixed(t *testing.T) {
+	want := map[Type]byte{
+		TypeHello: 0x01, TypeHeartbeat: 0x02, TypeResult: 0x03,
+		TypeWelcome: 0x10, TypeBundle: 0x11,
+		TypeRelayHello: 0x20, TypeSnapshot: 0x21, TypeSessionDelta: 0x22, TypeHeartbeats: 0x23, TypeResults: 0x24, TypeFetchBundle: 0x25,
+		TypeDesired: 0x30, TypeBundleData: 0x31, TypeRevoke: 0x32,
+	}
+	for tp, b := range want {
+		if byte(tp) != b {
+			t.Errorf("%s = 0x%02x, fixed forever as 0x%02x", tp, byte(tp), b)
+		}
+	}
+}
+
+// TestDecodeIgnoresUnknownFields is the forward-compatibility promise: a
+// newer peer's extra fields do not break an older decoder.
+func TestDecodeIgnoresUnknownFields(t *testing.T) {
+	frame := rawFrame(TypeHeartbeat, `{"appliedHash":"h","seq":3,"futureField":{"a":[1,2]},"nginxUp":true}`, nil)
+	m, _, err := Decode(frame)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	want := &Heartbeat{AppliedHash: "h", Seq: 3, NginxUp: true}
+	if !reflect.DeepEqual(m, want) {
+		t.Errorf("got %#v, want %#v", m, want)
+	}
+}
+
+// rawFrame builds a frame by hand, bypassing Encode's checks.
+func rawFrame(t Type, header string, payload []byte) []byte {
+	f := []byte{byte(t)}
+	f = binary.AppendUvarint(f, uint64(len(header)))
+	f = append(f, header...)
+	return append(f, payload...)
+}
+
+func TestDecodeErrors(t *testing.T) {
+	valid, err := Encode(&Hello{Protocol: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tooManyObjects := `{"agents":[` + strings.Repeat(`{},`, MaxObjects) + `{}]}`
+	tests := []struct {
+		name  string
+		frame []byte
+		want  error
+	}{
+		{"empty", nil, ErrMalformed},
+		{"type zero", []byte{0x00, 0x02, '{', '}'}, ErrUnknownType},
+		{"unknown type", rawFrame(0x7f, `{}`, nil), ErrUnknownType},
+		{"type byte only", []byte{byte(TypeHello)}, ErrMalformed},
+		{"truncated uvarint", []byte{byte(TypeHello), 0x80}, ErrMalformed},
+		{"uvarint overflow", append([]byte{byte(TypeHello)}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), ErrMalformed},
+		{"header length max uint64", binary.AppendUvarint([]byte{byte(TypeHello)}, ^uint64(0)), ErrMalformed},
+		{"header length past end", append([]byte{byte(TypeHello), 10}, `{}`...), ErrMalformed},
+		{"truncated frame", valid[:len(valid)-1], ErrMalformed},
+		{"empty header", rawFrame(TypeHello, ``, nil), ErrMalformed},
+		{"null header", rawFrame(TypeHello, `null`, nil), ErrMalformed},
+		{"array header", rawFrame(TypeHello, `[]`, nil), ErrMalformed},
+		{"garbled json", rawFrame(TypeHello, `{"protocol":1,`, nil), ErrMalformed},
+		{"trailing junk", rawFrame(TypeHello, `{"protocol":1}x`, nil), ErrMalformed},
+		{"wrong json type int", rawFrame(TypeHello, `{"protocol":"1"}`, nil), ErrMalformed},
+		{"wrong json type bool", rawFrame(TypeHeartbeat, `{"nginxUp":"yes"}`, nil), ErrMalformed},
+		{"negative seq", rawFrame(TypeHeartbeat, `{"seq":-1}`, nil), ErrMalformed},
+		{"wrong json type slice", rawFrame(TypeSnapshot, `{"agents":{}}`, nil), ErrMalformed},
+		{"wrong json type nested", rawFrame(TypeResults, `{"items":[{"result":[]}]}`, nil), ErrMalformed},
+		{"payload on hello", rawFrame(TypeHello, `{}`, []byte("x")), ErrMalformed},
+		{"oversized heartbeat", rawFrame(TypeHeartbeat, `{"appliedHash":"`+strings.Repeat("a", LimitHeartbeat)+`"}`, nil), ErrTooLarge},
+		{"oversized fetchBundle", rawFrame(TypeFetchBundle, `{"hash":"`+strings.Repeat("a", LimitFetchBundle)+`"}`, nil), ErrTooLarge},
+		{"oversized bundle", rawFrame(TypeBundle, `{}`, make([]byte, LimitBundle)), ErrTooLarge},
+		{"too many objects", rawFrame(TypeSnapshot, tooManyObjects, nil), ErrTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p, err := Decode(tc.frame)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decode = %v, %q, %v; want error %v", m, p, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeAtLimit(t *testing.T) {
+	// A frame of exactly the limit is accepted.
+	header := `{"hash":"` + strings.Repeat("a", LimitFetchBundle) + `"}`
+	over := len(rawFrame(TypeFetchBundle, header, nil)) - LimitFetchBundle
+	frame := rawFrame(TypeFetchBundle, header[:len(header)-2-over]+`"}`, nil)
+	if len(frame) != LimitFetchBundle {
+		t.Fatalf("test frame is %d bytes", len(frame))
+	}
+	if _, _, err := Decode(frame); err != nil {
+		t.Fatalf("Decode at limit: %v", err)
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		msg     Message
+		payload []byte
+		want    error
+	}{
+		{"nil", nil, nil, ErrMalformed},
+		{"payload on hello", &Hello{}, []byte("x"), ErrMalformed},
+		{"oversized heartbeat", &Heartbeat{AppliedHash: strings.Repeat("a", LimitHeartbeat)}, nil, ErrTooLarge},
+		{"oversized result", &Result{Output: strings.Repeat("a", LimitResult)}, nil, ErrTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Encode(tc.msg, tc.payload); !errors.Is(err, tc.want) {
+				t.Fatalf("Encode = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestMaxResultFits: a Result with the largest output and pathological
+// escaping still fits its limit.
+func TestMaxResultFits(t *testing.T) {
+	out := TruncateOutput(strings.Repeat("\x01", 100<<10))
+	if len(out) > MaxOutput {
+		t.Fatalf("TruncateOutput left %d bytes", len(out))
+	}
+	r := &Result{Hash: strings.Repeat("h", 128), State: ResultFailed, Reason: strings.Repeat("r", 1024), Output: out, File: strings.Repeat("f", 1024), Line: 1 << 30, DurationMs: 1 << 40}
+	if _, err := Encode(r, nil); err != nil {
+		t.Fatalf("Encode worst-case Result: %v", err)
+	}
+}
+
+func TestTruncateOutput(t *testing.T) {
+	if got := TruncateOutput("short"); got != "short" {
+		t.Errorf("TruncateOutput(short) = %q", got)
+	}
+	long := strings.Repeat("é", MaxOutput) // 2 bytes each
+	got := TruncateOutput(long)
+	if len(got) > MaxOutput || !utf8.ValidString(got) || !strings.HasSuffix(got, truncatedMark) {
+		t.Errorf("TruncateOutput: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+	}
+}
+
+func TestCloseMessage(t *testing.T) {
+	msg := CloseMessage(CloseRevoked, strings.Repeat("é", 100))
+	if len(msg) > 125 {
+		t.Fatalf("close payload %d bytes, control frames hold 125", len(msg))
+	}
+	if code := int(binary.BigEndian.Uint16(msg)); code != CloseRevoked {
+		t.Errorf("code %d", code)
+	}
+	if !utf8.Valid(msg[2:]) {
+		t.Errorf("reason cut inside a character: %q", msg[2:])
+	}
+	if r := ProtocolMismatchReason(1, 2); !strings.Contains(r, "1") || !strings.Contains(r, "2") {
+		t.Errorf("mismatch reason %q does not name both versions", r)
+	}
+}
+
+func TestCompressRoundTrip(t *testing.T) {
+	data := bytes.Repeat([]byte("server { listen 80; }\n"), 1000)
+	z, err := Compress(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decompress(z, len(data))
+	if err != nil {
+		t.Fatalf("Decompress at exact limit: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("round trip changed data")
+	}
+	if _, err := Decompress(z, len(data)-1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Decompress one byte under: %v, want ErrTooLarge", err)
+	}
+	if _, err := Decompress([]byte("not gzip"), 100); err == nil || errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Decompress garbage: %v", err)
+	}
+	if _, err := Decompress(z[:len(z)-4], len(data)); err == nil {
+		t.Fatal("Decompress truncated stream: no error")
+	}
+}
+
+func TestDecompressRefusesBomb(t *testing.T) {
+	// 16 MiB of zeros compress to ~16 KiB (1000:1); with a 1 MiB limit
+	// Decompress must refuse and allocate about the limit, not 16 MiB.
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(make([]byte, 16<<20))
+	zw.Close()
+	const limit = 1 << 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := Decompress(buf.Bytes(), limit)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Decompress bomb = %d bytes, %v; want ErrTooLarge", len(out), err)
+	}
+	// Growth doubles up to the limit (~2x), plus the gzip reader's state.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*limit {
+		t.Errorf("Decompress allocated %d bytes for a %d-byte limit", alloc, limit)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, tc := range sampleMessages() {
+		frame, err := Encode(tc.msg, tc.payload)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(frame)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{byte(TypeHello), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Add(rawFrame(TypeSnapshot, `{"agents":[{"lastResult":{"line":"x"}}]}`, nil))
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		m, payload, err := Decode(frame)
+		if err != nil {
+			if m != nil || payload != nil {
+				t.Fatalf("error %v with non-nil results", err)
+			}
+			return
+		}
+		if len(payload) > 0 && !HasPayload(m.Type()) {
+			t.Fatalf("%s decoded with payload", m.Type())
+		}
+		// What decodes re-encodes (unless escaping grew it past the limit)
+		// and decodes to the same value.
+		again, err := Encode(m, payload)
+		if errors.Is(err, ErrTooLarge) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("re-encode %s: %v", m.Type(), err)
+		}
+		m2, p2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("decode re-encoded %s: %v", m.Type(), err)
+		}
+		if !reflect.DeepEqual(m, m2) || !bytes.Equal(payload, p2) {
+			t.Fatalf("re-encode changed %s: %#v vs %#v", m.Type(), m, m2)
+		}
+	})
+}
