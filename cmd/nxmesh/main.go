@@ -23,6 +23,11 @@ type cli struct {
 	Version  versionCmd  `cmd:"" help:"Print the version, commit and Go version."`
 	Render   renderCmd   `cmd:"" help:"Compile resource files into the bundle of nginx files for one agent."`
 	Validate validateCmd `cmd:"" help:"Check resource files: schema, compile, and nginx -t when nginx is installed."`
+	Hub      hubCmd      `cmd:"" help:"Run a hub: the REST API, the certificate authority and the agent listener."`
+	Login    loginCmd    `cmd:"" help:"Log in to a hub and save its address, CA and a session token."`
+	Token    tokenCmd    `cmd:"" help:"Manage enrollment tokens."`
+	Agent    agentCmd    `cmd:"" help:"The nginx sidecar: enroll with a hub."`
+	Relay    relayCmd    `cmd:"" help:"The regional relay: enroll with a hub."`
 }
 
 // Globals are flags shared by every command.
@@ -30,6 +35,7 @@ type Globals struct {
 	LogLevel  slog.Level `help:"Log level: debug, info, warn or error." default:"info"`
 	LogFormat string     `help:"Log format: text or json." enum:"text,json" default:"text"`
 
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -49,8 +55,14 @@ func main() {
 
 // run parses args and runs the chosen command, returning the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runWithInput(args, os.Stdin, stdout, stderr)
+}
+
+// runWithInput is run with the standard input given, for commands that read
+// a secret from it (login --password-stdin).
+func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var c cli
-	c.stdout, c.stderr = stdout, stderr
+	c.stdin, c.stdout, c.stderr = stdin, stdout, stderr
 	exit := -1
 	parser, err := kong.New(&c,
 		kong.Name("nxmesh"),

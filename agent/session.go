@@ -1,0 +1,303 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/nxmesh/nxmesh/nginx"
+	"github.com/nxmesh/nxmesh/wire"
+)
+
+// DefaultMaxBundleSize is the largest uncompressed bundle a Session accepts.
+const DefaultMaxBundleSize = 256 << 20
+
+// LiveHasher reports the hash of the live bundle; *Applier is one.
+type LiveHasher interface {
+	Live() (string, error)
+}
+
+// Submitter takes a desired bundle; *Loop is one.
+type Submitter interface {
+	Submit(b *nginx.Bundle)
+}
+
+// Session is the agent's connection to its relays: it says hello with the
+// live hash, receives bundles and hands them to the coalescing Loop, sends
+// every apply outcome as a Result (wire Results are never dropped: the last
+// one is sent again after a reconnect until a write succeeds) and a
+// Heartbeat every interval the relay asks for. While it is disconnected
+// nginx keeps serving the last good configuration.
+//
+// Goroutines: Run's own (reading), plus one heartbeat goroutine per
+// connected session.
+type Session struct {
+	// Relays are wss:// URLs of relays' (or hubs') /v1/agent endpoints.
+	Relays []string
+	// TLS is the client config: pki.ClientTLSConfig with the agent's
+	// certificate, accepting peer role relay or hub.
+	TLS *tls.Config
+	// Applier tells the live hash for Hello and heartbeats.
+	Applier LiveHasher
+	// Loop receives verified bundles; wire its onResult to Report.
+	Loop Submitter
+	// NginxUp, when set, is reported in heartbeats.
+	NginxUp func() bool
+	// Limits bound decoded bundles; MaxBundleSize bounds decompression
+	// (default DefaultMaxBundleSize).
+	Limits        nginx.Limits
+	MaxBundleSize int
+	// MinBackoff and MaxBackoff bound reconnect delays (defaults 500 ms,
+	// 30 s), drawn with full jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// Version is sent in Hello.
+	Version string
+	// Clock defaults to RealClock; Logger to a discarding logger.
+	Clock  Clock
+	Logger *slog.Logger
+
+	mu sync.Mutex // guards conn and pending
+	// conn is the current relay connection, nil while disconnected.
+	conn *wire.Conn
+	// pending is the last Result not yet written to a relay.
+	pending *wire.Result
+}
+
+// Report turns an apply outcome into a Result and sends it (or keeps it
+// for the next session). Use it as the Loop's onResult.
+func (s *Session) Report(res Result) {
+	r := &wire.Result{
+		Hash:       res.Hash,
+		State:      string(res.State),
+		Reason:     res.Reason,
+		Output:     wire.TruncateOutput(res.NginxOutput),
+		File:       res.File,
+		Line:       res.Line,
+		DurationMs: res.Durations.Total.Milliseconds(),
+	}
+	s.mu.Lock()
+	s.pending = r
+	s.mu.Unlock()
+	s.sendPending()
+}
+
+// sendPending writes the pending Result if connected; it stays pending on
+// failure.
+func (s *Session) sendPending() {
+	s.mu.Lock()
+	conn, r := s.conn, s.pending
+	s.mu.Unlock()
+	if conn == nil || r == nil {
+		return
+	}
+	if err := conn.Write(r, nil); err != nil {
+		return
+	}
+	s.mu.Lock()
+	if s.pending == r {
+		s.pending = nil
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) defaults() {
+	if s.Clock == nil {
+		s.Clock = RealClock
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.MaxBundleSize <= 0 {
+		s.MaxBundleSize = DefaultMaxBundleSize
+	}
+	if s.MinBackoff <= 0 {
+		s.MinBackoff = 500 * time.Millisecond
+	}
+	if s.MaxBackoff < s.MinBackoff {
+		s.MaxBackoff = max(30*time.Second, s.MinBackoff)
+	}
+}
+
+// Run connects to the relays in turn (shuffled, failing over on every
+// error) with exponential backoff and full jitter, until ctx ends. It
+// returns ctx's error after its goroutines have ended.
+func (s *Session) Run(ctx context.Context) error {
+	if len(s.Relays) == 0 {
+		return errors.New("agent session: no relays")
+	}
+	if s.TLS == nil || s.Applier == nil || s.Loop == nil {
+		return errors.New("agent session: TLS, Applier and Loop are required")
+	}
+	s.defaults()
+	relays := slices.Clone(s.Relays)
+	rand.Shuffle(len(relays), func(i, j int) { relays[i], relays[j] = relays[j], relays[i] })
+	dialer := wire.NewDialer(s.TLS)
+	attempt := 0
+	for i := 0; ; i++ {
+		url := relays[i%len(relays)]
+		established, err := s.session(ctx, dialer, url)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if established {
+			attempt = 0
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && (ce.Code == wire.CloseRevoked || ce.Code == wire.CloseProtocolMismatch || ce.Code == wire.CloseUnauthorizedRole) {
+			// Retrying will not heal these: wait the longest delay.
+			attempt = 30
+		}
+		s.Logger.Warn("relay session ended", "relay", url, "err", err)
+		d := sessionBackoff(s.MinBackoff, s.MaxBackoff, attempt)
+		attempt++
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.Clock.After(d):
+		}
+	}
+}
+
+// sessionBackoff is full jitter: uniform in [0, min(limit, base*2^n)].
+func sessionBackoff(base, limit time.Duration, n int) time.Duration {
+	d := limit
+	if n < 30 && base<<n < limit {
+		d = base << n
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+// session runs one relay connection. established is true once Welcome
+// arrived.
+func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url string) (established bool, err error) {
+	ws, _, err := dialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return false, err
+	}
+	live, err := s.Applier.Live()
+	if err != nil {
+		s.Logger.Warn("reading live hash", "err", err)
+	}
+	// Until Welcome says otherwise, the relay's silence is bounded by the
+	// handshake timeout.
+	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.HandshakeTimeout)
+	defer conn.CloseNow()
+	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle"}, nil); err != nil {
+		return false, err
+	}
+	m, _, err := conn.Read(ctx)
+	if err != nil {
+		return false, err
+	}
+	welcome, ok := m.(*wire.Welcome)
+	if !ok {
+		_ = conn.Close(wire.CloseMalformed, "expected welcome")
+		return false, fmt.Errorf("relay sent %s before welcome", m.Type())
+	}
+	if welcome.Protocol != wire.Protocol {
+		_ = conn.Close(wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, welcome.Protocol))
+		return false, fmt.Errorf("relay speaks protocol %d, we speak %d", welcome.Protocol, wire.Protocol)
+	}
+	interval := time.Duration(welcome.HeartbeatIntervalMs) * time.Millisecond
+	if interval < 100*time.Millisecond {
+		interval = 15 * time.Second
+	}
+	// Re-wrap the read deadline: the relay answers our pings every interval.
+	conn = wire.NewConn(ws, wire.MaxRelayMessage, 3*interval)
+	defer conn.CloseNow()
+	s.Logger.Info("connected to relay", "relay", url, "desired", short(welcome.DesiredHash), "applied", short(live))
+
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+	}()
+	s.sendPending()
+
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { s.heartbeat(sctx, conn, interval) })
+
+	for {
+		m, payload, err := conn.Read(sctx)
+		if err != nil {
+			return true, err
+		}
+		switch m := m.(type) {
+		case *wire.Bundle:
+			s.onBundle(m, payload)
+		case *wire.Welcome:
+		default:
+			_ = conn.Close(wire.CloseMalformed, "unexpected "+m.Type().String())
+			return true, fmt.Errorf("relay sent unexpected %s", m.Type())
+		}
+	}
+}
+
+// onBundle decompresses (bounded), decodes and verifies a bundle and hands
+// it to the Loop; a bundle that fails any check is nacked as failed.
+func (s *Session) onBundle(m *wire.Bundle, payload []byte) {
+	fail := func(err error) {
+		s.Logger.Warn("refusing bundle", "hash", short(m.Hash), "err", err)
+		s.Report(Result{State: Failed, Hash: m.Hash, Reason: err.Error()})
+	}
+	if m.Encoding != wire.EncodingGzip {
+		fail(fmt.Errorf("unknown bundle encoding %q", m.Encoding))
+		return
+	}
+	limit := s.MaxBundleSize
+	if m.Size >= 0 && m.Size < int64(limit) {
+		limit = int(m.Size)
+	}
+	data, err := wire.Decompress(payload, limit)
+	if err != nil {
+		fail(err)
+		return
+	}
+	b, err := nginx.UnmarshalBundle(data, m.Hash, s.Limits)
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.Logger.Info("bundle received", "hash", short(m.Hash), "files", len(b.Files))
+	s.Loop.Submit(b)
+}
+
+// heartbeat sends a Heartbeat and a ping every interval.
+func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.Duration) {
+	var seq uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Clock.After(interval):
+		}
+		seq++
+		live, _ := s.Applier.Live()
+		hb := &wire.Heartbeat{AppliedHash: live, Seq: seq}
+		if s.NginxUp != nil {
+			hb.NginxUp = s.NginxUp()
+		}
+		if err := conn.Write(hb, nil); err != nil {
+			conn.CloseNow()
+			return
+		}
+		if err := conn.Ping(); err != nil {
+			conn.CloseNow()
+			return
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/nxmesh/nxmesh/pki"
+	"github.com/nxmesh/nxmesh/relay"
+)
+
+type relayRunCmd struct {
+	Hubs     []string `help:"wss:// URLs of the hubs' /v1/relay endpoint, comma-separated." required:"" sep:","`
+	Listen   string   `help:"Address agents connect to (mTLS WebSocket /v1/agent)." default:":7443"`
+	StateDir string   `help:"Relay state directory (from relay enroll): key, certificate, root.pem, bundle cache." required:"" type:"path"`
+}
+
+func (c *relayRunCmd) Help() string {
+	return `Loads the identity from --state-dir, serves agents on --listen and keeps one session to one of --hubs (failing over with exponential backoff). Bundles and the desired assignment of every agent are cached in --state-dir, so agents get their last desired configuration even while every hub is down.
+
+Certificate renewal is not wired into this command yet.`
+}
+
+func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
+	files := pki.Files{Dir: c.StateDir, Role: pki.RoleRelay}
+	cert, err := files.LoadKeyPair()
+	if err != nil {
+		return err
+	}
+	root, err := files.LoadRoot("")
+	if err != nil {
+		return err
+	}
+	id, err := pki.IdentityFromCert(cert.Leaf)
+	if err != nil {
+		return err
+	}
+	if id.Role != pki.RoleRelay {
+		return fmt.Errorf("%s is a %s certificate, not a relay certificate", files.CertPath(), id.Role)
+	}
+	src, err := pki.NewSource(cert)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	s, err := relay.New(relay.Config{
+		Listen:      c.Listen,
+		Hubs:        c.Hubs,
+		StateDir:    c.StateDir,
+		Source:      src,
+		TrustDomain: id.TrustDomain,
+		Roots:       roots,
+		Version:     version,
+		Logger:      g.Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}

@@ -1,0 +1,334 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/nxmesh/nxmesh/pki"
+	"github.com/nxmesh/nxmesh/wire"
+)
+
+// Goroutines per agent connection: exactly one, the HTTP handler that
+// upgraded it, which reads. There is NO idle writer goroutine: frames for an
+// agent go into its bounded queue, and the first enqueue into an empty queue
+// starts an on-demand writer goroutine that drains the queue and exits when
+// it is empty. 50k idle agents therefore cost 50k goroutines, not 100k, and
+// a burst of fan-out costs one short-lived writer per agent that has
+// something to write. The relay does not ping agents: agents ping and send
+// heartbeats, and a session silent for 3 heartbeat intervals is dropped by
+// the read deadline.
+
+// outFrame is one queued frame: either a prepared bundle or a message.
+type outFrame struct {
+	pm   *websocket.PreparedMessage
+	msg  wire.Message
+	hash string // for bundles, to log
+}
+
+// agentConn is one agent session.
+type agentConn struct {
+	s           *Server
+	id          string
+	workspace   string
+	conn        *wire.Conn
+	connectedAt time.Time
+
+	// The fields below are guarded by s.mu (the relay-wide mutex): agent
+	// state changes are rare and always touch relay-wide maps too.
+
+	// applied is the hash live on the agent (Hello, Heartbeat, Result).
+	applied string
+	// sent is the bundle hash last queued to this session; it is not sent
+	// again in this session unless the desired hash changes.
+	sent string
+	// queue holds frames not yet written; at most cfg.SendQueue. When it
+	// is full the agent is a slow consumer and is disconnected (4005):
+	// it must never stall fan-out to others.
+	queue []outFrame
+	// writing is true while a writer goroutine drains queue.
+	writing bool
+	// closed is set once the session is being torn down.
+	closed bool
+}
+
+func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		http.Error(w, "client certificate required", http.StatusUnauthorized)
+		return
+	}
+	// The identity comes from the verified peer certificate ONLY.
+	id, err := pki.PeerIdentity(r.TLS)
+	if err != nil {
+		http.Error(w, "client certificate rejected", http.StatusForbidden)
+		return
+	}
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		http.Error(w, "relay stopping", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	up := wire.NewUpgrader()
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	interval := s.cfg.HeartbeatInterval
+	conn := wire.NewConn(ws, wire.MaxAgentMessage, 3*interval)
+	log := s.log.With("agent", id.ID, "remote", r.RemoteAddr)
+	if id.Role != pki.RoleAgent || id.TrustDomain != s.cfg.TrustDomain {
+		log.Warn("refusing non-agent certificate on /v1/agent", "identity", id.String())
+		closeAndWait(conn, wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
+		return
+	}
+	ctx := r.Context()
+	m, _, err := conn.Read(ctx)
+	if err != nil {
+		log.Info("agent session ended before hello", "err", err)
+		return
+	}
+	hello, ok := m.(*wire.Hello)
+	if !ok {
+		log.Info("agent's first message is not hello", "type", m.Type())
+		closeAndWait(conn, wire.CloseMalformed, "first message must be hello")
+		return
+	}
+	if hello.Protocol != wire.Protocol {
+		closeAndWait(conn, wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
+		return
+	}
+	a := &agentConn{s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(), applied: hello.AppliedHash}
+	old, refused := s.register(a)
+	if refused != "" {
+		log.Info("refusing revoked agent")
+		closeAndWait(conn, wire.CloseRevoked, refused)
+		return
+	}
+	if old != nil {
+		_ = old.conn.Close(wire.CloseSuperseded, wire.ReasonSuperseded)
+	}
+	log.Debug("agent connected", "applied", hello.AppliedHash)
+	defer s.unregister(a)
+
+	s.mu.Lock()
+	s.enqueueLocked(a, outFrame{msg: &wire.Welcome{
+		Protocol:            wire.Protocol,
+		HeartbeatIntervalMs: interval.Milliseconds(),
+		DesiredHash:         s.desired[a.id],
+	}})
+	s.syncAgentLocked(a)
+	s.mu.Unlock()
+
+	for {
+		m, _, err := conn.Read(ctx)
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) && !errors.Is(err, context.Canceled) {
+				log.Debug("agent session ended", "err", err)
+			}
+			return
+		}
+		switch m := m.(type) {
+		case *wire.Heartbeat:
+			s.onHeartbeat(a, m)
+		case *wire.Result:
+			s.onResult(a, m)
+		default:
+			// A known type in the wrong direction is a protocol violation
+			// of this session only.
+			log.Info("unexpected message from agent", "type", m.Type())
+			closeAndWait(conn, wire.CloseMalformed, "unexpected "+m.Type().String())
+			return
+		}
+	}
+}
+
+// closeAndWait sends a close frame and reads until the peer answers (or
+// CloseWait), as the reading goroutine.
+func closeAndWait(conn *wire.Conn, code int, reason string) {
+	_ = conn.Close(code, reason)
+	ctx, cancel := context.WithTimeout(context.Background(), wire.CloseWait)
+	defer cancel()
+	for {
+		if _, _, err := conn.Read(ctx); err != nil {
+			conn.CloseNow()
+			return
+		}
+	}
+}
+
+// register makes a the session of its agent. It returns the older session
+// it replaced, or a non-empty reason when the agent is revoked.
+func (s *Server) register(a *agentConn) (old *agentConn, refused string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if reason, ok := s.revoked[a.id]; ok {
+		if reason == "" {
+			reason = wire.ReasonRevoked
+		}
+		return nil, reason
+	}
+	old = s.agents[a.id]
+	if old != nil {
+		old.closed = true
+		old.queue = nil
+	}
+	s.agents[a.id] = a
+	s.up.addConnected(s.sessionLocked(a))
+	s.kickLocked()
+	return old, ""
+}
+
+// unregister ends a's session; a newer session of the same agent stays.
+func (s *Server) unregister(a *agentConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a.closed = true
+	a.queue = nil
+	if s.agents[a.id] == a {
+		delete(s.agents, a.id)
+		s.up.addDisconnected(a.id)
+		s.kickLocked()
+	}
+}
+
+func (s *Server) sessionLocked(a *agentConn) wire.AgentSession {
+	return wire.AgentSession{
+		ID:          a.id,
+		Workspace:   a.workspace,
+		AppliedHash: a.applied,
+		ConnectedAt: a.connectedAt.UnixMilli(),
+		LastResult:  s.lastResult[a.id],
+	}
+}
+
+func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a.applied = hb.AppliedHash
+	// Heartbeats are coalesced: the latest per agent wins.
+	s.up.heartbeats[a.id] = wire.AgentHeartbeat{Agent: a.id, AppliedHash: hb.AppliedHash, NginxUp: hb.NginxUp, At: s.cfg.Clock.Now().UnixMilli()}
+	if len(s.up.heartbeats) >= flushBatch {
+		s.kickLocked()
+	}
+}
+
+func (s *Server) onResult(a *agentConn, res *wire.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if res.State == wire.ResultApplied {
+		a.applied = res.Hash
+	}
+	r := *res
+	s.lastResult[a.id] = &r
+	// Results are never dropped: they stay pending until written upstream.
+	s.up.results = append(s.up.results, wire.AgentResult{Agent: a.id, Result: r})
+	if len(s.up.results) >= flushBatch {
+		s.kickLocked()
+	}
+}
+
+// syncAgentLocked queues the agent's desired bundle when it differs from
+// what the agent runs and was not already sent in this session, fetching
+// it from the hub when it is not cached.
+func (s *Server) syncAgentLocked(a *agentConn) {
+	want := s.desired[a.id]
+	if want == "" || a.closed || want == a.applied || want == a.sent {
+		return
+	}
+	b := s.cache.get(want)
+	if b == nil {
+		s.requestFetchLocked(want)
+		return
+	}
+	a.sent = want
+	s.enqueueLocked(a, outFrame{pm: b.pm, hash: want})
+}
+
+// enqueueLocked queues f for a and starts a writer when none runs. A full
+// queue disconnects the agent (slow consumer) and counts it.
+func (s *Server) enqueueLocked(a *agentConn, f outFrame) {
+	if a.closed {
+		return
+	}
+	if len(a.queue) >= s.cfg.SendQueue {
+		a.closed = true
+		a.queue = nil
+		s.slow.Add(1)
+		s.log.Warn("agent is a slow consumer: disconnecting", "agent", a.id, "queue", s.cfg.SendQueue)
+		// Close writes a control frame with its own short deadline; it
+		// does not wait for the stuck writer.
+		if !s.goTrackedLocked(func() { _ = a.conn.Close(wire.CloseSlowConsumer, wire.ReasonSlowConsumer) }) {
+			a.conn.CloseNow()
+		}
+		return
+	}
+	a.queue = append(a.queue, f)
+	if !a.writing {
+		if s.goTrackedLocked(a.drain) {
+			a.writing = true
+		}
+	}
+}
+
+// drain writes a's queue until it is empty, then exits.
+func (a *agentConn) drain() {
+	s := a.s
+	for {
+		s.mu.Lock()
+		if len(a.queue) == 0 || a.closed {
+			a.writing = false
+			s.mu.Unlock()
+			return
+		}
+		f := a.queue[0]
+		a.queue = a.queue[1:]
+		s.mu.Unlock()
+		var err error
+		if f.pm != nil {
+			err = a.conn.WritePrepared(f.pm)
+		} else {
+			err = a.conn.Write(f.msg, nil)
+		}
+		if err != nil {
+			s.log.Debug("write to agent failed", "agent", a.id, "err", err)
+			a.conn.CloseNow()
+			s.mu.Lock()
+			a.closed = true
+			a.queue = nil
+			a.writing = false
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// revoke closes the sessions of ids with CloseRevoked and refuses them from
+// now on.
+func (s *Server) revoke(ids []string, reason string) {
+	s.mu.Lock()
+	var cut []*agentConn
+	for _, id := range ids {
+		s.revoked[id] = reason
+		if a := s.agents[id]; a != nil {
+			a.closed = true
+			a.queue = nil
+			cut = append(cut, a)
+		}
+	}
+	s.mu.Unlock()
+	if reason == "" {
+		reason = wire.ReasonRevoked
+	}
+	for _, a := range cut {
+		_ = a.conn.Close(wire.CloseRevoked, reason)
+	}
+}

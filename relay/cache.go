@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/nxmesh/nxmesh/wire"
+)
+
+// The relay's disk state, under StateDir:
+//
+//	desired.json        agent id -> desired bundle hash, from the hub
+//	bundles/<hash>      8-byte big-endian uncompressed size, then the
+//	                    compressed payload exactly as the hub sent it
+//
+// It is what lets an agent that connects while every hub is down still get
+// its last desired bundle (cold start). Bundles are opaque: the relay never
+// decompresses them; the agent verifies the hash.
+
+// validHash is the shape of a bundle hash (hex sha256). Anything else is
+// refused before it becomes a file name.
+var validHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// cachedBundle is one bundle in memory, framed once for every agent.
+type cachedBundle struct {
+	hash    string
+	size    int64
+	payload []byte
+	pm      *websocket.PreparedMessage
+}
+
+// cache holds bundles by hash. It has no lock of its own: the relay
+// guards it with Server.mu. Disk I/O happens outside that lock.
+type cache struct {
+	dir     string
+	bundles map[string]*cachedBundle
+}
+
+func openCache(stateDir string) (*cache, error) {
+	dir := filepath.Join(stateDir, "bundles")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("relay cache: %w", err)
+	}
+	c := &cache{dir: dir, bundles: map[string]*cachedBundle{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("relay cache: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !validHash.MatchString(name) {
+			continue // temp files of an interrupted write
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || len(data) < 8 {
+			continue
+		}
+		b, err := newCachedBundle(name, int64(binary.BigEndian.Uint64(data[:8])), data[8:])
+		if err != nil {
+			continue
+		}
+		c.bundles[name] = b
+	}
+	return c, nil
+}
+
+func newCachedBundle(hash string, size int64, payload []byte) (*cachedBundle, error) {
+	pm, err := wire.Prepare(&wire.Bundle{Hash: hash, Encoding: wire.EncodingGzip, Size: size}, payload)
+	if err != nil {
+		return nil, err
+	}
+	return &cachedBundle{hash: hash, size: size, payload: payload, pm: pm}, nil
+}
+
+func (c *cache) len() int                         { return len(c.bundles) }
+func (c *cache) get(hash string) *cachedBundle    { return c.bundles[hash] }
+func (c *cache) put(b *cachedBundle)              { c.bundles[b.hash] = b }
+func (c *cache) path(hash string) string          { return filepath.Join(c.dir, hash) }
+func (c *cache) desiredPath() string              { return filepath.Join(filepath.Dir(c.dir), "desired.json") }
+func (c *cache) drop(hash string)                 { delete(c.bundles, hash) }
+func (c *cache) removeFile(hash string)           { _ = os.Remove(c.path(hash)) }
+func (c *cache) hashes() map[string]*cachedBundle { return c.bundles }
+
+// writeBundle stores b on disk atomically. Called without Server.mu.
+func (c *cache) writeBundle(b *cachedBundle) error {
+	data := make([]byte, 8, 8+len(b.payload))
+	binary.BigEndian.PutUint64(data, uint64(b.size))
+	data = append(data, b.payload...)
+	return writeAtomic(c.path(b.hash), data)
+}
+
+func (c *cache) loadDesired() (map[string]string, error) {
+	m := map[string]string{}
+	data, err := os.ReadFile(c.desiredPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay cache: %w", err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("relay cache: %s: %w", c.desiredPath(), err)
+	}
+	return m, nil
+}
+
+// writeDesired persists the desired map. Called without Server.mu, by the
+// upstream reader only, so writes happen in order.
+func (c *cache) writeDesired(data []byte) error {
+	return writeAtomic(c.desiredPath(), data)
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return werr
+}

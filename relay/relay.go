@@ -1,0 +1,302 @@
+// Package relay is the regional fan-out daemon: it holds the mTLS WebSocket
+// sessions of many agents, keeps one upstream session to some hub (failing
+// over between hubs), caches bundles by hash on disk so agents get their last
+// desired bundle while every hub is down, fetches each bundle once and writes
+// the same prepared frame to every agent that needs it, and batches agent
+// heartbeats, results and session changes upstream. Bundles are opaque bytes
+// to it. It imports only wire and pki of NxMesh: never hub, hub/store,
+// schema, nginx or pki/ca.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nxmesh/nxmesh/pki"
+	"github.com/nxmesh/nxmesh/wire"
+)
+
+// Clock is the relay's time source; tests may replace it.
+type Clock interface {
+	Now() time.Time
+	// After behaves like time.After.
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Config configures a relay Server.
+type Config struct {
+	// Listen is the address agents connect to, e.g. ":7443". Ignored when
+	// Listener is set.
+	Listen string
+	// Listener, when set, is used instead of listening on Listen (tests).
+	// It must be a plain TCP listener: the relay adds TLS.
+	Listener net.Listener
+	// Hubs are the wss:// URLs of the hubs' /v1/relay endpoints. Empty
+	// means no upstream (a relay embedded in a hub is fed by the hub).
+	Hubs []string
+	// StateDir holds the bundle cache and the desired map (cold start).
+	StateDir string
+
+	// Source is the relay's certificate (role relay), for both directions.
+	Source *pki.Source
+	// TrustDomain and Roots are the installation's.
+	TrustDomain string
+	Roots       *x509.CertPool
+	// IsRevoked, when set, is asked about every agent certificate's serial
+	// on each handshake (pki.Peer.IsRevoked).
+	IsRevoked func(serial string) (bool, error)
+
+	// HeartbeatInterval is what Welcome tells agents (default 15 s). An
+	// agent silent for 3 intervals (no heartbeat, no ping) is disconnected.
+	HeartbeatInterval time.Duration
+	// SendQueue is the per-agent queue length in frames (default 8). A full
+	// queue disconnects the agent with CloseSlowConsumer.
+	SendQueue int
+	// FlushInterval is how often heartbeats, results and session deltas go
+	// upstream (default 1 s); a large batch goes at once.
+	FlushInterval time.Duration
+	// MinBackoff and MaxBackoff bound the upstream reconnect delay
+	// (defaults 500 ms and 30 s); each wait is drawn with full jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// Version is reported in RelayHello.
+	Version string
+	// Clock defaults to the wall clock.
+	Clock Clock
+	// Logger defaults to a logger that discards.
+	Logger *slog.Logger
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.Listen == "" && c.Listener == nil {
+		return errors.New("relay: Listen or Listener is required")
+	}
+	if c.StateDir == "" {
+		return errors.New("relay: StateDir is required")
+	}
+	if c.Source == nil {
+		return errors.New("relay: Source (the relay certificate) is required")
+	}
+	if err := pki.ValidateTrustDomain(c.TrustDomain); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	if c.Roots == nil {
+		return errors.New("relay: Roots are required")
+	}
+	for _, h := range c.Hubs {
+		if len(h) < 6 || h[:6] != "wss://" {
+			return fmt.Errorf("relay: hub URL %q must start with wss://", h)
+		}
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 15 * time.Second
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 8
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(30*time.Second, c.MinBackoff)
+	}
+	if c.Clock == nil {
+		c.Clock = realClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Stats are counters for tests and metrics.
+type Stats struct {
+	// AgentsConnected is the number of live agent sessions.
+	AgentsConnected int
+	// SlowDisconnects counts agents disconnected because their send queue
+	// was full (CloseSlowConsumer).
+	SlowDisconnects int64
+	// BundlesCached is the number of bundles held in memory.
+	BundlesCached int
+	// UpstreamConnected is true while a hub session is up.
+	UpstreamConnected bool
+	// FetchesSent counts FetchBundle messages sent upstream.
+	FetchesSent int64
+}
+
+// Server is a relay. Create it with New, serve with Run.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	cache *cache
+
+	// wg owns every goroutine the server starts: handlers, writers,
+	// the upstream loop. Run waits for it.
+	wg sync.WaitGroup
+
+	mu sync.Mutex // guards the fields below
+	// stopping is set once Run's context ended; no new goroutines start.
+	stopping bool
+	// agents are the live sessions by agent id.
+	agents map[string]*agentConn
+	// desired is the bundle hash each agent should run, from the hub
+	// (persisted in the cache directory).
+	desired map[string]string
+	// revoked are agent ids the hub revoked; they are refused.
+	revoked map[string]string
+	// lastResult is each agent's latest Result (kept across its sessions
+	// for the Snapshot).
+	lastResult map[string]*wire.Result
+	// fetching are hashes with a FetchBundle sent or queued and no answer.
+	fetching map[string]bool
+	// up is the pending upstream traffic; see upstream.go.
+	up pending
+	// upKick wakes the upstream writer early (cap 1, never blocks).
+	upKick chan struct{}
+	// upConnected is true while a hub session is established.
+	upConnected bool
+
+	slow    atomic.Int64
+	fetches atomic.Int64
+}
+
+// New returns a relay for cfg; it loads the disk cache (desired map and
+// bundles) so that it can serve agents before any hub answers.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := openCache(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		cache:      c,
+		agents:     map[string]*agentConn{},
+		revoked:    map[string]string{},
+		lastResult: map[string]*wire.Result{},
+		fetching:   map[string]bool{},
+		upKick:     make(chan struct{}, 1),
+	}
+	s.desired, err = c.loadDesired()
+	if err != nil {
+		return nil, err
+	}
+	s.up.reset()
+	return s, nil
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{
+		AgentsConnected:   len(s.agents),
+		SlowDisconnects:   s.slow.Load(),
+		BundlesCached:     s.cache.len(),
+		UpstreamConnected: s.upConnected,
+		FetchesSent:       s.fetches.Load(),
+	}
+}
+
+// Handler serves /v1/agent. The relay's own listener uses it; a hub mounts
+// it on its listener to accept agents directly (its TLS config must then
+// request and verify client certificates, accepting role agent).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/agent", s.serveAgent)
+	return mux
+}
+
+// TLSConfig returns the server TLS config of the agent listener: TLS 1.3,
+// the relay certificate, client certificates of role agent only.
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	return pki.ServerTLSConfig(s.cfg.Source, pki.Peer{
+		TrustDomain: s.cfg.TrustDomain,
+		Roots:       s.cfg.Roots,
+		Roles:       []pki.Role{pki.RoleAgent},
+		IsRevoked:   s.cfg.IsRevoked,
+	})
+}
+
+// Run serves agents and keeps the upstream session until ctx ends, then
+// closes every session and returns once all of the relay's goroutines
+// have ended.
+func (s *Server) Run(ctx context.Context) error {
+	tlsCfg, err := s.TLSConfig()
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	ln := s.cfg.Listener
+	if ln == nil {
+		ln, err = net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("relay: listen: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: wire.HandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "hubs", len(s.cfg.Hubs))
+	serveErr := make(chan error, 1)
+	s.wg.Go(func() { serveErr <- srv.ServeTLS(ln, "", "") })
+	if len(s.cfg.Hubs) > 0 {
+		s.wg.Go(func() { s.runUpstream(ctx) })
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+	}
+	s.mu.Lock()
+	s.stopping = true
+	conns := make([]*agentConn, 0, len(s.agents))
+	for _, a := range s.agents {
+		conns = append(conns, a)
+	}
+	s.mu.Unlock()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = srv.Shutdown(shutCtx) // hijacked WebSockets are closed below
+	cancel()
+	for _, a := range conns {
+		a.conn.CloseNow()
+	}
+	s.wg.Wait()
+	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) {
+		return fmt.Errorf("relay: serve: %w", runErr)
+	}
+	return nil
+}
+
+// goTracked starts f on the server's WaitGroup unless the server stops.
+// Called with s.mu held.
+func (s *Server) goTrackedLocked(f func()) bool {
+	if s.stopping {
+		return false
+	}
+	s.wg.Go(f)
+	return true
+}
