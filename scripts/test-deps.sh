@@ -47,7 +47,7 @@ if [ ! -e "$policy" ]; then
 	chmod 0755 "$policy"
 	made_policy=1
 fi
-cleanup() { [ -n "$made_policy" ] && rm -f "$policy"; }
+cleanup() { if [ -n "$made_policy" ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
