@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -159,7 +158,7 @@ func StopStaleNginx(ctx context.Context, stateDir string, timeout time.Duration,
 	if err != nil || pgid <= 1 {
 		return nil // not a pid: nothing we may signal
 	}
-	pids := nginxGroup(pgid)
+	pids := nginx.GroupProcesses(pgid)
 	if len(pids) == 0 {
 		return nil
 	}
@@ -167,13 +166,13 @@ func StopStaleNginx(ctx context.Context, stateDir string, timeout time.Duration,
 		log.Warn("stopping a stale nginx group left by a previous agent", "pgid", pgid, "pids", pids)
 	}
 	signal := func(sig syscall.Signal) {
-		for _, pid := range nginxGroup(pgid) {
+		for _, pid := range nginx.GroupProcesses(pgid) {
 			_ = syscall.Kill(pid, sig)
 		}
 	}
 	signal(syscall.SIGQUIT)
 	deadline := time.Now().Add(timeout)
-	for len(nginxGroup(pgid)) > 0 {
+	for len(nginx.GroupProcesses(pgid)) > 0 {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			signal(syscall.SIGKILL)
 			break
@@ -181,56 +180,13 @@ func StopStaleNginx(ctx context.Context, stateDir string, timeout time.Duration,
 		time.Sleep(20 * time.Millisecond) // polling /proc; bounded by the deadline
 	}
 	// SIGKILL is not instant: wait (bounded) until the sockets are free.
-	for end := time.Now().Add(5 * time.Second); len(nginxGroup(pgid)) > 0 && time.Now().Before(end); {
+	for end := time.Now().Add(5 * time.Second); len(nginx.GroupProcesses(pgid)) > 0 && time.Now().Before(end); {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if left := nginxGroup(pgid); len(left) > 0 {
+	if left := nginx.GroupProcesses(pgid); len(left) > 0 {
 		return fmt.Errorf("stale nginx group %d still has processes %v", pgid, left)
 	}
 	return nil
-}
-
-// nginxGroup returns the live processes of process group pgid whose
-// cmdline is nginx's (master, worker or cache processes).
-func nginxGroup(pgid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !isNginxCmdline(cmdline) {
-			continue
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
-func isNginxCmdline(cmdline []byte) bool {
-	if bytes.HasPrefix(cmdline, []byte("nginx: ")) {
-		return true
-	}
-	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-	return filepath.Base(string(argv0)) == "nginx"
 }
 
 func x509Pool(root *x509.Certificate) *x509.CertPool {

@@ -179,8 +179,9 @@ func (p *PIDFile) PID() (int, error) {
 	return pid, nil
 }
 
-// isNginxCmdline reports whether /proc/<pid>/cmdline is an nginx master's:
-// retitled "nginx: master process ..." or run as a binary named nginx.
+// isNginxCmdline reports whether /proc/<pid>/cmdline is an nginx process's:
+// retitled "nginx: master process ...", "nginx: worker process", or run as a
+// binary named nginx.
 func isNginxCmdline(cmdline []byte) bool {
 	if bytes.HasPrefix(cmdline, []byte("nginx: ")) {
 		return true
@@ -206,11 +207,42 @@ func (p *PIDFile) Reload(ctx context.Context) error {
 // reload) has closed its listening sockets and is left out. It reads /proc;
 // where /proc is missing it returns nil.
 func Workers(master int) []int {
+	var pids []int
+	for _, p := range processes() {
+		if p.ppid == master && IsAcceptingWorker(p.pid) {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
+// GroupProcesses returns the live nginx processes (master, workers, cache
+// processes) of process group pgid. An agent that was killed leaves its
+// nginx workers behind in that group, holding the listening sockets.
+func GroupProcesses(pgid int) []int {
+	var pids []int
+	for _, p := range processes() {
+		if p.pgrp != pgid {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/cmdline")
+		if err == nil && isNginxCmdline(cmdline) {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
+type procInfo struct{ pid, ppid, pgrp int }
+
+// processes lists the live (not zombie) processes from /proc/<pid>/stat;
+// where /proc is missing it returns nil.
+func processes() []procInfo {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var pids []int
+	var out []procInfo
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -220,20 +252,23 @@ func Workers(master int) []int {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid ...: comm may hold spaces, so parse after ')'.
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so parse after ')'.
 		i := bytes.LastIndexByte(stat, ')')
 		if i < 0 {
 			continue
 		}
 		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(master) {
+		if len(f) < 3 || f[0] == "Z" {
 			continue
 		}
-		if IsAcceptingWorker(pid) {
-			pids = append(pids, pid)
+		ppid, err1 := strconv.Atoi(f[1])
+		pgrp, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil {
+			continue
 		}
+		out = append(out, procInfo{pid: pid, ppid: ppid, pgrp: pgrp})
 	}
-	return pids
+	return out
 }
 
 // IsAcceptingWorker reports whether pid is an nginx worker that has not
