@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -31,6 +32,10 @@ type RunConfig struct {
 	// StatusListen is the status server address of the bundles
 	// (default nginx.DefaultStatusListen).
 	StatusListen string
+	// RenewURL is a hub's mTLS listener (https://hub:8444); the
+	// certificate is renewed there at two thirds of its life, and the new
+	// chain is written to StateDir. Empty: no renewal.
+	RenewURL string
 	// RootPin, when set, is the expected root fingerprint.
 	RootPin string
 	// StaleStopTimeout bounds the graceful stop of a stale nginx group
@@ -45,9 +50,7 @@ type RunConfig struct {
 // nginx group a previous (killed) agent left behind, recovers the state
 // directory, (re)starts the managed nginx on the live tree and runs the
 // relay Session and the apply Loop until ctx ends; then it stops nginx.
-//
-// Certificate renewal is not wired here yet: the agent runs on the
-// certificate it enrolled with (see pki.Renewer).
+// With RenewURL it also renews its certificate before it expires.
 func Run(ctx context.Context, cfg RunConfig) error {
 	log := cfg.Logger
 	if log == nil {
@@ -132,6 +135,27 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return loop.Run(gctx) })
 	g.Go(func() error { return sess.Run(gctx) })
+	if cfg.RenewURL != "" {
+		renewer := &pki.Renewer{
+			Source: src,
+			Renew:  pki.HTTPSRenewFunc(cfg.RenewURL, pki.Peer{TrustDomain: id.TrustDomain, Roots: roots}),
+			Logger: log,
+			// New connections use the renewed certificate at once; the file
+			// is for the next start.
+			OnRenew: func(c tls.Certificate) error {
+				chain := make([]*x509.Certificate, 0, len(c.Certificate))
+				for _, der := range c.Certificate {
+					crt, err := x509.ParseCertificate(der)
+					if err != nil {
+						return err
+					}
+					chain = append(chain, crt)
+				}
+				return files.WriteChain(chain, root)
+			},
+		}
+		g.Go(func() error { return renewer.Run(gctx) })
+	}
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil

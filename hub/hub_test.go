@@ -485,23 +485,6 @@ func TestUnauthenticated(t *testing.T) {
 	}
 }
 
-// renewClient renews over the hub's mTLS listener with cert.
-func renewClient(t *testing.T, s *Server, cert tls.Certificate) (*http.Client, error) {
-	src, err := pki.NewSource(cert)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.RootPEM())
-	tcfg, err := pki.ClientTLSConfig(src, pki.Peer{TrustDomain: DefaultTrustDomain, Roots: pool, Roles: []pki.Role{pki.RoleHub}})
-	if err != nil {
-		return nil, err
-	}
-	tr := &http.Transport{TLSClientConfig: tcfg}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
-}
-
 func TestRenewAndRevoke(t *testing.T) {
 	dir := t.TempDir()
 	s := startHub(t, testConfig(t, dir))
@@ -517,28 +500,16 @@ func TestRenewAndRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	renew := func(cert tls.Certificate) (*renewResponse, error) {
-		hc, err := renewClient(t, s, cert)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := hc.Post(s.AgentURL()+"/v1/renew", "application/json", nil)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			b, _ := io.ReadAll(resp.Body)
-			return nil, errors.New(resp.Status + string(b))
-		}
-		var out renewResponse
-		return &out, json.NewDecoder(resp.Body).Decode(&out)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.RootPEM())
+	renewFunc := pki.HTTPSRenewFunc(s.AgentURL(), pki.Peer{TrustDomain: DefaultTrustDomain, Roots: pool})
+	renew := func(cert tls.Certificate) ([]*x509.Certificate, error) {
+		return renewFunc(context.Background(), cert)
 	}
-	out, err := renew(cert)
+	newChain, err := renew(cert)
 	if err != nil {
 		t.Fatalf("renew: %v", err)
 	}
-	newChain, _ := pki.ParseCertsPEM([]byte(out.Certificate))
 	if len(newChain) != 2 || newChain[0].SerialNumber.Cmp(chain[0].SerialNumber) == 0 {
 		t.Fatal("renewal returned no new certificate")
 	}

@@ -6,7 +6,7 @@ fuzztime=${1:-10s}
 cd "$(dirname "$0")/.."
 found=0
 while IFS= read -r file; do
-	pkg=./$(dirname "$file")
+	pkg=$(dirname "$file")
 	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(f \*testing\.F\)' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+).*/\1/'); do
 		found=$((found + 1))
 		echo "fuzz: $pkg $target for $fuzztime"

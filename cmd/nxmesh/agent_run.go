@@ -12,12 +12,13 @@ type agentRunCmd struct {
 	Relays       []string `help:"wss:// URLs of relays' (or hubs') /v1/agent endpoint, comma-separated." required:"" sep:","`
 	StatusListen string   `help:"Address of the bundles' nginx status server, used to verify reloads." default:"127.0.0.1:8765"`
 	Nginx        string   `help:"nginx binary; default: found on PATH." type:"path"`
+	RenewURL     string   `help:"A hub's agent listener (https://hub:8444): renew the certificate there at two thirds of its life. Without it the agent runs until its certificate expires."`
 }
 
 func (c *agentRunCmd) Help() string {
 	return `Loads the identity from --state-dir, stops an nginx left behind by a previous agent that was killed, recovers the last good configuration and starts nginx on it, then connects to one of --relays (failing over with exponential backoff) and applies the bundles it is sent. While no relay answers, nginx keeps serving the last good configuration.
 
-Certificate renewal is not wired into this command yet.`
+With --renew-url the certificate renews itself over mTLS before it expires and the new chain is written to --state-dir.`
 }
 
 func (c *agentRunCmd) Run(ctx context.Context, g *Globals) error {
@@ -30,6 +31,7 @@ func (c *agentRunCmd) Run(ctx context.Context, g *Globals) error {
 		Relays:       c.Relays,
 		NginxBinary:  c.Nginx,
 		StatusListen: listen,
+		RenewURL:     c.RenewURL,
 		Version:      version,
 		Logger:       g.Logger(),
 	})
