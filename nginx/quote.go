@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/nxmesh/nxmesh/schema"
 )
 
 // errControl is returned for values holding characters no quoted nginx
@@ -98,10 +100,6 @@ func quote(s string, newlines bool) (string, error) {
 	return b.String(), nil
 }
 
-// allowedVariables mirrors the schema's list: the variables a header value,
-// return body or redirect URL may name, besides $http_<name>.
-var allowedVariables = []string{"remote_addr", "host", "request_id", "scheme", "request_uri", "uri", "server_name"}
-
 // checkVariables checks that every "$" starts an allowed variable; nginx
 // reads a variable name greedily as [A-Za-z0-9_]+ and "${" as a braced name,
 // which we never allow.
@@ -115,7 +113,7 @@ func checkVariables(s string) error {
 			j++
 		}
 		name := s[i+1 : j]
-		if !slices.Contains(allowedVariables, name) && !(strings.HasPrefix(name, "http_") && len(name) > len("http_")) {
+		if !schema.IsAllowedVariable(name) {
 			return fmt.Errorf("uses \"$%s\", which is not an allowed variable", name)
 		}
 		i = j - 1

@@ -247,6 +247,13 @@ func headerValueError(s string) string {
 // work at all.
 var allowedVariables = []string{"remote_addr", "host", "request_id", "scheme", "request_uri", "uri", "server_name"}
 
+// IsAllowedVariable reports whether the nginx variable $name may appear in a
+// header value, return body or redirect URL. The compiler asks the same
+// question again before it writes a value, from this one list.
+func IsAllowedVariable(name string) bool {
+	return slices.Contains(allowedVariables, name) || (strings.HasPrefix(name, "http_") && len(name) > len("http_"))
+}
+
 // variablesError checks that every "$" in s starts an allowed variable.
 // nginx reads a variable name greedily as [A-Za-z0-9_]+ (or in braces,
 // which we do not allow), so "$hostname" is $hostname, not $host + "name".
@@ -260,7 +267,7 @@ func variablesError(s string) string {
 			j++
 		}
 		name := s[i+1 : j]
-		if !slices.Contains(allowedVariables, name) && !(strings.HasPrefix(name, "http_") && len(name) > len("http_")) {
+		if !IsAllowedVariable(name) {
 			return "\"$\" must start one of the allowed variables $" + strings.Join(allowedVariables, ", $") +
 				" or $http_<name>, because nginx would interpolate it (there is no way to write a literal \"$\")"
 		}
