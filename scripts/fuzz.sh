@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# fuzz.sh runs every Go fuzz target in the module for a fixed time each
-# (default 10s): go test -fuzz accepts one target per run, so this finds them.
+# fuzz.sh runs every Go fuzz target in the module for a fixed -fuzztime each
+# (a duration such as 5m, or an input count such as 20000x; default 20000x):
+# go test -fuzz accepts one target per run, so this finds them.
 set -euo pipefail
-fuzztime=${1:-10s}
+fuzztime=${1:-20000x}
 cd "$(dirname "$0")/.."
 found=0
 while IFS= read -r file; do
