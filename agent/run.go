@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -142,17 +141,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			Logger: log,
 			// New connections use the renewed certificate at once; the file
 			// is for the next start.
-			OnRenew: func(c tls.Certificate) error {
-				chain := make([]*x509.Certificate, 0, len(c.Certificate))
-				for _, der := range c.Certificate {
-					crt, err := x509.ParseCertificate(der)
-					if err != nil {
-						return err
-					}
-					chain = append(chain, crt)
-				}
-				return files.WriteChain(chain, root)
-			},
+			OnRenew: files.WriteRenewed,
 		}
 		g.Go(func() error { return renewer.Run(gctx) })
 	}

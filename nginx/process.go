@@ -208,8 +208,9 @@ func (p *PIDFile) Reload(ctx context.Context) error {
 // where /proc is missing it returns nil.
 func Workers(master int) []int {
 	var pids []int
+	listening := listeningInodes()
 	for _, p := range processes() {
-		if p.ppid == master && IsAcceptingWorker(p.pid) {
+		if p.ppid == master && isWorker(p.pid) && holdsListener(p.pid, listening) {
 			pids = append(pids, p.pid)
 		}
 	}
@@ -271,15 +272,58 @@ func processes() []procInfo {
 	return out
 }
 
-// IsAcceptingWorker reports whether pid is an nginx worker that has not
-// begun a graceful shutdown. nginx retitles a worker "worker process is
-// shutting down" as it closes its listening sockets.
+// IsAcceptingWorker reports whether pid is an nginx worker that still holds
+// a listening TCP socket. nginx retitles a worker "worker process is
+// shutting down" a moment before it closes its listening sockets, and a
+// worker descheduled in that moment can still take a new connection, so the
+// title alone is not enough: the worker's file descriptors are the truth.
 func IsAcceptingWorker(pid int) bool {
+	return isWorker(pid) && holdsListener(pid, listeningInodes())
+}
+
+func isWorker(pid int) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && bytes.Contains(cmdline, []byte("worker process"))
+}
+
+// listeningInodes returns the inodes of the TCP sockets in LISTEN state in
+// this network namespace, from /proc/net/tcp and /proc/net/tcp6.
+func listeningInodes() map[string]bool {
+	inodes := map[string]bool{}
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+			f := strings.Fields(line)
+			if len(f) > 9 && f[3] == "0A" {
+				inodes[f[9]] = true
+			}
+		}
+	}
+	return inodes
+}
+
+// holdsListener reports whether pid has a file descriptor open on one of
+// the listening sockets.
+func holdsListener(pid int, listening map[string]bool) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return false
 	}
-	return bytes.Contains(cmdline, []byte("worker process")) && !bytes.Contains(cmdline, []byte("shutting down"))
+	for _, e := range entries {
+		target, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil || !strings.HasPrefix(target, "socket:[") {
+			continue
+		}
+		if listening[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] {
+			return true
+		}
+	}
+	return false
 }
 
 // probeClient never reuses connections: a kept-alive connection may belong

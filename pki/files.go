@@ -56,6 +56,21 @@ func (f Files) WriteChain(chain []*x509.Certificate, root *x509.Certificate) err
 	return nil
 }
 
+// WriteRenewed writes the chain of a renewed certificate (the key does not
+// change on renewal), for use as Renewer.OnRenew so that the next start
+// loads the new certificate.
+func (f Files) WriteRenewed(c tls.Certificate) error {
+	chain := make([]*x509.Certificate, 0, len(c.Certificate))
+	for _, der := range c.Certificate {
+		crt, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("write renewed certificate: %w", err)
+		}
+		chain = append(chain, crt)
+	}
+	return f.WriteChain(chain, nil)
+}
+
 // LoadKeyPair reads the key and chain into a tls.Certificate with Leaf set.
 // It refuses a key file that group or others can access, and a chain whose
 // leaf does not match the key.

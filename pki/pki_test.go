@@ -268,3 +268,42 @@ func TestRenewAtBackdatedShortCert(t *testing.T) {
 		t.Fatalf("renew at %s, now %s, expiry %s", at, now, leaf.NotAfter)
 	}
 }
+
+// TestWriteRenewed: a renewed chain written through Files is what the next
+// start loads, with the unchanged key.
+func TestWriteRenewed(t *testing.T) {
+	now := time.Now()
+	cert := selfSigned(t, now, now.Add(time.Hour))
+	f := Files{Dir: t.TempDir(), Role: RoleRelay}
+	if err := f.WriteKey(cert.PrivateKey.(crypto.Signer)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteChain([]*x509.Certificate{cert.Leaf}, cert.Leaf); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := *cert.Leaf
+	tmpl.SerialNumber = new(big.Int).Add(cert.Leaf.SerialNumber, big.NewInt(1))
+	tmpl.NotAfter = now.Add(2 * time.Hour)
+	key := cert.PrivateKey.(crypto.Signer)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	if err := f.WriteRenewed(renewed); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.LoadKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Leaf.SerialNumber.Cmp(tmpl.SerialNumber) != 0 {
+		t.Fatalf("loaded serial %v, want the renewed %v", got.Leaf.SerialNumber, tmpl.SerialNumber)
+	}
+	if _, err := f.LoadRoot(Fingerprint(cert.Leaf)); err != nil {
+		t.Fatalf("root changed by a renewal: %v", err)
+	}
+	if err := f.WriteRenewed(tls.Certificate{Certificate: [][]byte{[]byte("junk")}}); err == nil {
+		t.Fatal("WriteRenewed accepted a malformed certificate")
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nxmesh/nxmesh/pki"
 	"github.com/nxmesh/nxmesh/relay"
 )
@@ -13,12 +15,13 @@ type relayRunCmd struct {
 	Hubs     []string `help:"wss:// URLs of the hubs' /v1/relay endpoint, comma-separated." required:"" sep:","`
 	Listen   string   `help:"Address agents connect to (mTLS WebSocket /v1/agent)." default:":7443"`
 	StateDir string   `help:"Relay state directory (from relay enroll): key, certificate, root.pem, bundle cache." required:"" type:"path"`
+	RenewURL string   `help:"A hub's agent listener (https://hub:8444): renew the certificate there at two thirds of its life. Without it the relay runs until its certificate expires."`
 }
 
 func (c *relayRunCmd) Help() string {
 	return `Loads the identity from --state-dir, serves agents on --listen and keeps one session to one of --hubs (failing over with exponential backoff). Bundles and the desired assignment of every agent are cached in --state-dir, so agents get their last desired configuration even while every hub is down.
 
-Certificate renewal is not wired into this command yet.`
+With --renew-url the certificate renews itself over mTLS before it expires and the new chain is written to --state-dir.`
 }
 
 func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
@@ -57,5 +60,17 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return s.Run(ctx)
+	if c.RenewURL == "" {
+		return s.Run(ctx)
+	}
+	renewer := &pki.Renewer{
+		Source:  src,
+		Renew:   pki.HTTPSRenewFunc(c.RenewURL, pki.Peer{TrustDomain: id.TrustDomain, Roots: roots}),
+		Logger:  g.Logger(),
+		OnRenew: files.WriteRenewed,
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.Run(ctx) })
+	eg.Go(func() error { return renewer.Run(ctx) })
+	return eg.Wait()
 }
