@@ -104,25 +104,10 @@ func quote(s string, newlines bool) (string, error) {
 // reads a variable name greedily as [A-Za-z0-9_]+ and "${" as a braced name,
 // which we never allow.
 func checkVariables(s string) error {
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' {
-			continue
-		}
-		j := i + 1
-		for j < len(s) && isVarChar(s[j]) {
-			j++
-		}
-		name := s[i+1 : j]
-		if !schema.IsAllowedVariable(name) {
-			return fmt.Errorf("uses \"$%s\", which is not an allowed variable", name)
-		}
-		i = j - 1
+	if name, found := schema.DisallowedVariable(s); found {
+		return fmt.Errorf("uses \"$%s\", which is not an allowed variable", name)
 	}
 	return nil
-}
-
-func isVarChar(c byte) bool {
-	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 // quoteRegex quotes a location regex. Beyond quoteString it refuses

@@ -254,10 +254,12 @@ func IsAllowedVariable(name string) bool {
 	return slices.Contains(allowedVariables, name) || (strings.HasPrefix(name, "http_") && len(name) > len("http_"))
 }
 
-// variablesError checks that every "$" in s starts an allowed variable.
-// nginx reads a variable name greedily as [A-Za-z0-9_]+ (or in braces,
-// which we do not allow), so "$hostname" is $hostname, not $host + "name".
-func variablesError(s string) string {
+// DisallowedVariable returns the first nginx variable in s that
+// IsAllowedVariable refuses. nginx reads a variable name greedily as
+// [A-Za-z0-9_]+ (or in braces, which we do not allow), so "$hostname" is
+// $hostname, not $host + "name". The compiler asks it again before it
+// writes a value.
+func DisallowedVariable(s string) (name string, found bool) {
 	for i := 0; i < len(s); i++ {
 		if s[i] != '$' {
 			continue
@@ -266,12 +268,19 @@ func variablesError(s string) string {
 		for j < len(s) && isVarChar(s[j]) {
 			j++
 		}
-		name := s[i+1 : j]
-		if !IsAllowedVariable(name) {
-			return "\"$\" must start one of the allowed variables $" + strings.Join(allowedVariables, ", $") +
-				" or $http_<name>, because nginx would interpolate it (there is no way to write a literal \"$\")"
+		if name := s[i+1 : j]; !IsAllowedVariable(name) {
+			return name, true
 		}
 		i = j - 1
+	}
+	return "", false
+}
+
+// variablesError checks that every "$" in s starts an allowed variable.
+func variablesError(s string) string {
+	if _, found := DisallowedVariable(s); found {
+		return "\"$\" must start one of the allowed variables $" + strings.Join(allowedVariables, ", $") +
+			" or $http_<name>, because nginx would interpolate it (there is no way to write a literal \"$\")"
 	}
 	return ""
 }

@@ -396,3 +396,25 @@ func TestValidateSet(t *testing.T) {
 		})
 	}
 }
+
+// TestDisallowedVariable: the one scanner the schema and the compiler share.
+func TestDisallowedVariable(t *testing.T) {
+	for _, tc := range []struct {
+		in, name string
+		found    bool
+	}{
+		{"plain text", "", false},
+		{"$remote_addr via $host", "", false},
+		{"$http_x_forwarded_for", "", false},
+		{"$hostname", "hostname", true}, // greedy, as nginx reads it
+		{"a $ssl_client_cert b", "ssl_client_cert", true},
+		{"${host}", "", true}, // braces are not allowed: the name is empty
+		{"$http_", "http_", true},
+		{"trailing $", "", true},
+	} {
+		name, found := DisallowedVariable(tc.in)
+		if name != tc.name || found != tc.found {
+			t.Errorf("DisallowedVariable(%q) = %q, %v; want %q, %v", tc.in, name, found, tc.name, tc.found)
+		}
+	}
+}

@@ -1,13 +1,10 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/nxmesh/nxmesh/nginx"
 )
@@ -36,34 +33,5 @@ func StartBundle(t testing.TB, b *nginx.Bundle, waitPort int) *Nginx {
 	if err := bin.Test(context.Background(), prefix, conf); err != nil {
 		t.Fatalf("test bundle %s: %v", b.Hash, err)
 	}
-	n := &Nginx{Prefix: prefix, Conf: conf, stderr: new(bytes.Buffer)}
-	n.cmd = bin.Command(context.Background(), prefix, conf)
-	n.cmd.Stderr = n.stderr
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = n.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			if log, err := os.ReadFile(filepath.Join(prefix, "logs", "error.log")); err == nil {
-				t.Logf("nginx error.log:\n%s", log)
-			}
-		}
-	})
-	if waitPort != 0 {
-		if err := waitListening(waitPort, exited, 10*time.Second); err != nil {
-			log, _ := os.ReadFile(filepath.Join(prefix, "logs", "error.log"))
-			t.Fatalf("nginx did not start: %v\n%s%s", err, n.stderr.String(), log)
-		}
-	}
-	return n
+	return start(t, bin, prefix, conf, filepath.Join(prefix, "logs", "error.log"), waitPort)
 }

@@ -89,6 +89,15 @@ func StartNginx(t testing.TB, httpBlock string, waitPort int) *Nginx {
 	if err := bin.Test(context.Background(), prefix, conf); err != nil {
 		t.Fatalf("test nginx config: %v", err)
 	}
+	return start(t, bin, prefix, conf, "", waitPort)
+}
+
+// start runs a tested config as a foreground master in its own process
+// group (killed with the test binary), waits for waitPort (0: do not wait),
+// and stops it when the test ends. errorLog, when set, is shown if the test
+// fails: nginx writes there once its config is loaded.
+func start(t testing.TB, bin *nginx.Binary, prefix, conf, errorLog string, waitPort int) *Nginx {
+	t.Helper()
 	n := &Nginx{Prefix: prefix, Conf: conf, stderr: new(bytes.Buffer)}
 	n.cmd = bin.Command(context.Background(), prefix, conf)
 	n.cmd.Stderr = n.stderr
@@ -98,6 +107,13 @@ func StartNginx(t testing.TB, httpBlock string, waitPort int) *Nginx {
 	}
 	exited := make(chan struct{})
 	go func() { _ = n.cmd.Wait(); close(exited) }()
+	readLog := func() string {
+		if errorLog == "" {
+			return ""
+		}
+		data, _ := os.ReadFile(errorLog)
+		return string(data)
+	}
 	t.Cleanup(func() {
 		// SIGQUIT is a graceful shutdown; the process group catches workers.
 		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGQUIT)
@@ -107,10 +123,13 @@ func StartNginx(t testing.TB, httpBlock string, waitPort int) *Nginx {
 			_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
+		if t.Failed() && errorLog != "" {
+			t.Logf("nginx error log:\n%s", readLog())
+		}
 	})
 	if waitPort != 0 {
 		if err := waitListening(waitPort, exited, 10*time.Second); err != nil {
-			t.Fatalf("nginx did not start: %v\n%s", err, n.stderr.String())
+			t.Fatalf("nginx did not start: %v\n%s%s", err, n.stderr.String(), readLog())
 		}
 	}
 	return n

@@ -112,9 +112,6 @@ func clientConfig(t *testing.T, c *CA, src *pki.Source) *tls.Config {
 }
 
 func TestRenewalHasNoHandshakeGap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs ~25s of real time")
-	}
 	// 10-second certificates, real clock: TLS checks validity against real
 	// time, so this is the one test that cannot use the fake clock.
 	c := openCA(t, newMemStore(), nil, func(cfg *Config) {
