@@ -21,7 +21,8 @@ const module = "github.com/nxmesh/nxmesh"
 // A new package must be added here, which is the moment to decide its arrows.
 var allowedImports = map[string][]string{
 	"cmd/nxmesh":       {"hub", "hub/store", "relay", "agent", "bench", "nginx", "schema", "wire", "pki"},
-	"hub":              {"hub/store", "relay", "schema", "wire", "pki", "pki/ca", "nginx"},
+	"hub":              {"hub/store", "hub/fleet", "relay", "schema", "wire", "pki", "pki/ca", "nginx"},
+	"hub/fleet":        {"hub/store", "schema", "wire", "pki", "nginx"},
 	"hub/store":        {"schema"},
 	"relay":            {"wire", "pki"},
 	"agent":            {"wire", "pki", "nginx"},

@@ -37,6 +37,8 @@ func (s *Server) agentRoutes() http.Handler {
 	mux := http.NewServeMux()
 	h := func(f handlerFunc) http.Handler { return serveAPI(s.log, mapError, f) }
 	mux.Handle("POST /v1/renew", h(s.handleRenew))
+	mux.HandleFunc("GET /v1/relay", s.fleet.ServeRelay)
+	mux.Handle("GET /v1/agent", s.relay.Handler())
 	mux.Handle("/", h(func(_ http.ResponseWriter, r *http.Request) error {
 		return Errorf(http.StatusNotFound, "not_found", "", "no route %s %s", r.Method, r.URL.Path)
 	}))
@@ -243,6 +245,7 @@ func (s *Server) handleDeleteAgent(w http.ResponseWriter, r *http.Request) error
 	if err := s.db.DeleteAgent(r.Context(), id); err != nil {
 		return err
 	}
+	s.fleet.Revoke([]string{id}, "agent deleted")
 	s.audit(r.Context(), ws, r, "agent.delete", id, map[string]any{"identity": ident.String(), "revoked": n})
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -14,9 +14,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nxmesh/nxmesh/hub/fleet"
 	"github.com/nxmesh/nxmesh/hub/store"
 	"github.com/nxmesh/nxmesh/pki"
 	"github.com/nxmesh/nxmesh/pki/ca"
+	"github.com/nxmesh/nxmesh/relay"
 )
 
 // Server is one hub: the REST API on HTTPS and the mTLS listener agents and
@@ -30,6 +32,14 @@ type Server struct {
 	id    string
 	hosts []string // SANs of the serving certificate
 	src   *pki.Source
+
+	// fleet holds the relay sessions and pushes desired bundles.
+	fleet *fleet.Fleet
+	// relay is the embedded relay: agents connect to the hub's agent
+	// listener directly, and it talks to this hub's /v1/relay over
+	// loopback like any other relay.
+	relay    *relay.Server
+	relaySrc *pki.Source
 
 	apiLn, agentLn net.Listener
 }
@@ -51,11 +61,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(ctx, store.Config{URL: cfg.databaseURL(), Now: cfg.Clock, Logger: log})
+	s := &Server{cfg: cfg, log: log}
+	db, err := store.Open(ctx, store.Config{URL: cfg.databaseURL(), Now: cfg.Clock, Logger: log,
+		OnRevision: func(ws string, _ int64) {
+			if s.fleet != nil {
+				s.fleet.Notify(ws)
+			}
+		}})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, db: db}
+	s.db = db
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -108,6 +124,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	if s.src, err = pki.NewSource(cert); err != nil {
+		return nil, err
+	}
+	if s.fleet, err = fleet.New(fleet.Config{DB: db, HubID: s.id, TrustDomain: cfg.TrustDomain, Now: cfg.Clock, Logger: log}); err != nil {
+		return nil, err
+	}
+	if err := s.newEmbeddedRelay(ctx); err != nil {
 		return nil, err
 	}
 	log.Info("hub ready", "hub_id", s.id, "api", s.APIURL(), "agents", s.AgentURL(),
@@ -278,27 +300,67 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	})
-	g.Go(func() error { s.keepCertificate(gctx); return nil })
+	g.Go(func() error { s.keepCertificate(gctx, s.src, s.issueHub); return nil })
+	g.Go(func() error { s.keepCertificate(gctx, s.relaySrc, s.issueRelay); return nil })
+	g.Go(func() error { return s.fleet.Run(gctx) })
+	g.Go(func() error { return s.relay.Run(gctx) })
 	return g.Wait()
 }
 
-// keepCertificate renews the hub's serving certificate through the CA until
-// ctx ends; should renewal become impossible (the certificate expired while
-// the clock jumped, say) it issues a new one.
-func (s *Server) keepCertificate(ctx context.Context) {
+// embeddedRelayID is the relay id of a hub's embedded relay.
+func embeddedRelayID(hubID string) string { return "hub-" + hubID }
+
+func (s *Server) issueHub(ctx context.Context) (tls.Certificate, error) {
+	return s.ca.IssueHub(ctx, s.id, s.hosts)
+}
+
+func (s *Server) issueRelay(ctx context.Context) (tls.Certificate, error) {
+	id := pki.Identity{TrustDomain: s.cfg.TrustDomain, Role: pki.RoleRelay, ID: embeddedRelayID(s.id)}
+	return s.ca.IssueLocal(ctx, id, nil)
+}
+
+// newEmbeddedRelay makes the relay that serves agents on the hub's own
+// agent listener. Its bundle cache is DATA_DIR/relay.
+func (s *Server) newEmbeddedRelay(ctx context.Context) error {
+	cert, err := s.issueRelay(ctx)
+	if err != nil {
+		return err
+	}
+	if s.relaySrc, err = pki.NewSource(cert); err != nil {
+		return err
+	}
+	s.relay, err = relay.New(relay.Config{
+		Mounted:     true,
+		Hubs:        []string{"wss://" + urlHost(s.agentLn.Addr()) + "/v1/relay"},
+		StateDir:    filepath.Join(s.cfg.DataDir, "relay"),
+		Source:      s.relaySrc,
+		TrustDomain: s.cfg.TrustDomain,
+		Roots:       s.ca.Roots(),
+		MinBackoff:  100 * time.Millisecond,
+		MaxBackoff:  2 * time.Second,
+		Logger:      s.log.With("component", "embedded-relay"),
+	})
+	return err
+}
+
+// keepCertificate renews a certificate of the hub process (its serving
+// certificate, its embedded relay's) through the CA until ctx ends; should
+// renewal become impossible (the certificate expired while the clock
+// jumped, say) it issues a new one.
+func (s *Server) keepCertificate(ctx context.Context, src *pki.Source, issue func(context.Context) (tls.Certificate, error)) {
 	for {
-		r := &pki.Renewer{Source: s.src, Renew: s.ca.RenewFunc(), Clock: hubClock{s.cfg.Clock}, Logger: s.log}
+		r := &pki.Renewer{Source: src, Renew: s.ca.RenewFunc(), Clock: hubClock{s.cfg.Clock}, Logger: s.log}
 		err := r.Run(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("hub certificate renewal stopped; issuing a new certificate", "err", err)
-		cert, err := s.ca.IssueHub(ctx, s.id, s.hosts)
+		s.log.Warn("certificate renewal stopped; issuing a new certificate", "err", err)
+		cert, err := issue(ctx)
 		if err == nil {
-			err = s.src.Store(cert)
+			err = src.Store(cert)
 		}
 		if err != nil {
-			s.log.Error("issue hub certificate", "err", err)
+			s.log.Error("issue certificate", "err", err)
 			select {
 			case <-ctx.Done():
 				return

@@ -45,6 +45,10 @@ type Config struct {
 	// Listener, when set, is used instead of listening on Listen (tests).
 	// It must be a plain TCP listener: the relay adds TLS.
 	Listener net.Listener
+	// Mounted means the relay has no listener of its own: the caller serves
+	// Handler() behind its own mTLS listener. The hub's embedded relay is
+	// mounted on the hub's agent listener.
+	Mounted bool
 	// Hubs are the wss:// URLs of the hubs' /v1/relay endpoints. Empty
 	// means no upstream (a relay embedded in a hub is fed by the hub).
 	Hubs []string
@@ -82,7 +86,7 @@ type Config struct {
 
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
-	if c.Listen == "" && c.Listener == nil {
+	if c.Listen == "" && c.Listener == nil && !c.Mounted {
 		return errors.New("relay: Listen or Listener is required")
 	}
 	if c.StateDir == "" {
@@ -242,6 +246,9 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 // closes every session and returns once all of the relay's goroutines
 // have ended.
 func (s *Server) Run(ctx context.Context) error {
+	if s.cfg.Mounted {
+		return s.runMounted(ctx)
+	}
 	tlsCfg, err := s.TLSConfig()
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
@@ -271,13 +278,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-serveErr:
 	}
-	s.mu.Lock()
-	s.stopping = true
-	conns := make([]*agentConn, 0, len(s.agents))
-	for _, a := range s.agents {
-		conns = append(conns, a)
-	}
-	s.mu.Unlock()
+	conns := s.stop()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = srv.Shutdown(shutCtx) // hijacked WebSockets are closed below
 	cancel()
@@ -289,6 +290,32 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: serve: %w", runErr)
 	}
 	return nil
+}
+
+// runMounted is Run for a relay whose Handler the caller serves: only the
+// upstream session runs here.
+func (s *Server) runMounted(ctx context.Context) error {
+	if len(s.cfg.Hubs) > 0 {
+		s.wg.Go(func() { s.runUpstream(ctx) })
+	}
+	<-ctx.Done()
+	for _, a := range s.stop() {
+		a.conn.CloseNow()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// stop refuses new sessions and returns the live ones, for Run to close.
+func (s *Server) stop() []*agentConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	conns := make([]*agentConn, 0, len(s.agents))
+	for _, a := range s.agents {
+		conns = append(conns, a)
+	}
+	return conns
 }
 
 // goTracked starts f on the server's WaitGroup unless the server stops.

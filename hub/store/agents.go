@@ -8,15 +8,17 @@ import (
 	"time"
 )
 
-const agentColumns = "id, workspace, labels, relay, applied_hash, last_result, last_error, last_seen, created_at"
+const agentColumns = "id, workspace, labels, relay, applied_hash, last_result, last_error, last_seen, created_at, result_hash, result_output, result_at"
 
 func scanAgent(r row) (Agent, error) {
 	var (
 		a      Agent
 		labels []byte
 		seen   sql.NullTime
+		resAt  sql.NullTime
 	)
-	if err := r.Scan(&a.ID, &a.Workspace, &labels, &a.Relay, &a.AppliedHash, &a.LastResult, &a.LastError, &seen, &a.CreatedAt); err != nil {
+	if err := r.Scan(&a.ID, &a.Workspace, &labels, &a.Relay, &a.AppliedHash, &a.LastResult, &a.LastError, &seen, &a.CreatedAt,
+		&a.ResultHash, &a.ResultOutput, &resAt); err != nil {
 		return Agent{}, err
 	}
 	if err := json.Unmarshal(labels, &a.Labels); err != nil {
@@ -27,6 +29,9 @@ func scanAgent(r row) (Agent, error) {
 	}
 	if seen.Valid {
 		a.LastSeen = seen.Time.UTC()
+	}
+	if resAt.Valid {
+		a.ResultAt = resAt.Time.UTC()
 	}
 	a.CreatedAt = a.CreatedAt.UTC()
 	return a, nil
@@ -46,20 +51,19 @@ func (db *DB) PutAgent(ctx context.Context, a Agent) (Agent, error) {
 	if err != nil {
 		return Agent{}, err
 	}
-	var seen any
-	if !a.LastSeen.IsZero() {
-		seen = a.LastSeen.UTC().Truncate(time.Microsecond)
-	}
+	seen, resAt := nullTime(a.LastSeen), nullTime(a.ResultAt)
 	var out Agent
 	err = db.tx(ctx, true, func(q querier) error {
 		if _, err := workspaceRevision(ctx, q, a.Workspace); err != nil {
 			return err
 		}
-		if _, err := q.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		if _, err := q.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			ON CONFLICT (id) DO UPDATE SET workspace = excluded.workspace, labels = excluded.labels,
 				relay = excluded.relay, applied_hash = excluded.applied_hash, last_result = excluded.last_result,
-				last_error = excluded.last_error, last_seen = excluded.last_seen`,
-			a.ID, a.Workspace, string(lj), a.Relay, a.AppliedHash, a.LastResult, a.LastError, seen, db.clock()); err != nil {
+				last_error = excluded.last_error, last_seen = excluded.last_seen, result_hash = excluded.result_hash,
+				result_output = excluded.result_output, result_at = excluded.result_at`,
+			a.ID, a.Workspace, string(lj), a.Relay, a.AppliedHash, a.LastResult, a.LastError, seen, db.clock(),
+			a.ResultHash, a.ResultOutput, resAt); err != nil {
 			return err
 		}
 		var err error

@@ -29,6 +29,10 @@ type Config struct {
 	// MaxConns bounds the PostgreSQL pool; 0 means pgx's default or the
 	// URL's pool_max_conns.
 	MaxConns int32
+	// OnRevision, when set, is called after every committed change to a
+	// workspace with its new revision (the hub pushes it to agents). It
+	// must not block.
+	OnRevision func(ws string, rev int64)
 }
 
 // DB is a Store on one of the supported databases.
@@ -37,6 +41,8 @@ type DB struct {
 	now   func() time.Time
 	newID func() string
 	log   *slog.Logger
+
+	onRevision func(ws string, rev int64)
 
 	retries atomic.Int64 // transaction attempts after the first
 }
@@ -51,7 +57,7 @@ type Stats struct {
 // Open connects to the database named by cfg.URL and migrates it to this
 // binary's schema.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
-	db := &DB{now: cfg.Now, newID: cfg.NewID, log: cfg.Logger}
+	db := &DB{now: cfg.Now, newID: cfg.NewID, log: cfg.Logger, onRevision: cfg.OnRevision}
 	if db.now == nil {
 		db.now = time.Now
 	}

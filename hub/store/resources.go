@@ -382,6 +382,9 @@ func (db *DB) commit(ctx context.Context, ws string, muts []mutation, c Change) 
 		return q.execMany(ctx, `INSERT INTO resource_history (workspace, kind, name, revision, version, labels, spec)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, history)
 	})
+	if err == nil && res.changed && db.onRevision != nil {
+		db.onRevision(ws, res.rev.Number)
+	}
 	return res, err
 }
 

@@ -177,10 +177,19 @@ type Agent struct {
 	Labels      map[string]string
 	Relay       string // relay the agent is connected through; "" if none
 	AppliedHash string // bundle hash the agent reports as applied
-	LastResult  string // "ack", "nack" or ""
-	LastError   string
-	LastSeen    time.Time // zero if never seen
-	CreatedAt   time.Time
+	// LastResult is the state of the agent's last apply result (wire's
+	// "applied", "rejected", "rolled_back", "failed"), "" before the first.
+	LastResult string
+	// LastError is that result's one-line reason, "" when applied.
+	LastError string
+	// ResultHash is the bundle the last result is about.
+	ResultHash string
+	// ResultOutput is nginx's output for the last result, if any.
+	ResultOutput string
+	// ResultAt is when the hub learned of the last result.
+	ResultAt  time.Time
+	LastSeen  time.Time // zero if never seen
+	CreatedAt time.Time
 }
 
 // AuditEvent is one entry of the audit log. Detail is a JSON object.

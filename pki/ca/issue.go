@@ -267,7 +267,16 @@ func (c *CA) IsRevoked(ctx context.Context, serial string) (bool, error) {
 // here, URI SAN spiffe://<td>/hub/<hubID>, plus DNS and IP SANs from hosts
 // for its listen addresses. Keep it fresh with a pki.Renewer and RenewFunc.
 func (c *CA) IssueHub(ctx context.Context, hubID string, hosts []string) (tls.Certificate, error) {
-	id := pki.Identity{TrustDomain: c.cfg.TrustDomain, Role: pki.RoleHub, ID: hubID}
+	return c.IssueLocal(ctx, pki.Identity{TrustDomain: c.cfg.TrustDomain, Role: pki.RoleHub, ID: hubID}, hosts)
+}
+
+// IssueLocal issues a certificate for a component that runs inside the hub
+// process and so needs no enrollment: the hub itself, and the relay it
+// embeds (role relay). The key is made here and never leaves the process.
+func (c *CA) IssueLocal(ctx context.Context, id pki.Identity, hosts []string) (tls.Certificate, error) {
+	if id.TrustDomain != c.cfg.TrustDomain || (id.Role != pki.RoleHub && id.Role != pki.RoleRelay) {
+		return tls.Certificate{}, fmt.Errorf("issue local certificate: %s is not a hub or relay of %s", id, c.cfg.TrustDomain)
+	}
 	if err := id.Validate(); err != nil {
 		return tls.Certificate{}, err
 	}
@@ -306,7 +315,7 @@ func (c *CA) IssueHub(ctx context.Context, hubID string, hosts []string) (tls.Ce
 	actx := provisioner.NewContextWithMethod(authority.NewContext(ctx, c.auth), provisioner.SignMethod)
 	opts, err := p.AuthorizeSign(actx, tok)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("issue hub certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("issue certificate for %s: %w", id, err)
 	}
 	iss, err := c.sign(actx, req, opts, id, dns, ips)
 	if err != nil {
