@@ -33,6 +33,7 @@ var allowedImports = map[string][]string{
 	"pki/ca":           {"pki"},
 	"schema":           {},
 	"internal/testenv": {"nginx", "schema"},
+	"e2e":              {},
 }
 
 // agentForbidden are dependencies the agent binary must never link: database

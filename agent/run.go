@@ -42,7 +42,10 @@ type RunConfig struct {
 	StaleStopTimeout time.Duration
 	// Version is reported to the relay.
 	Version string
-	Logger  *slog.Logger
+	// OnResult, when set, is called with the outcome of every apply after
+	// it was reported upstream (metrics, tests).
+	OnResult func(Result)
+	Logger   *slog.Logger
 }
 
 // Run is the agent daemon: it loads the identity from StateDir, stops an
@@ -128,7 +131,11 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		Logger:  log,
 		NginxUp: func() bool { _, err := child.PID(); return err == nil },
 	}
-	loop := NewLoop(applier.Apply, nil, sess.Report)
+	report := sess.Report
+	if cfg.OnResult != nil {
+		report = func(r Result) { sess.Report(r); cfg.OnResult(r) }
+	}
+	loop := NewLoop(applier.Apply, nil, report)
 	sess.Loop = loop
 	log.Info("agent running", "id", id.ID, "workspace", id.Workspace, "relays", len(cfg.Relays))
 	g, gctx := errgroup.WithContext(ctx)

@@ -25,6 +25,10 @@ func (s *Server) apiRoutes() http.Handler {
 	mux.Handle("POST /api/v1/enroll", h(s.handleEnroll))
 	mux.Handle("POST /api/v1/workspaces/{ws}/enrollment-tokens", h(s.authenticated(s.handleCreateEnrollmentToken)))
 	mux.Handle("DELETE /api/v1/workspaces/{ws}/agents/{id}", h(s.authenticated(s.handleDeleteAgent)))
+	mux.Handle("GET /api/v1/workspaces/{ws}/agents", h(s.authenticated(s.handleListAgents)))
+	mux.Handle("GET /api/v1/workspaces/{ws}/agents/{id}", h(s.authenticated(s.handleGetAgent)))
+	mux.Handle("GET /api/v1/relays", h(s.authenticated(s.handleListRelays)))
+	mux.Handle("GET /api/v1/workspaces/{ws}/revisions/{rev}/status", h(s.authenticated(s.handleRevisionStatus)))
 	mux.Handle("/", h(func(_ http.ResponseWriter, r *http.Request) error {
 		return Errorf(http.StatusNotFound, "not_found", "", "no route %s %s", r.Method, r.URL.Path)
 	}))

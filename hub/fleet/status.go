@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -211,7 +212,7 @@ func (f *Fleet) Agents(ctx context.Context, ws string, rev int64) ([]AgentView, 
 		rev = w.Revision
 	}
 	if rev > w.Revision {
-		return nil, w.Revision, store.ErrNotFound
+		return nil, w.Revision, fmt.Errorf("workspace %q has no revision %d (newest is %d): %w", ws, rev, w.Revision, store.ErrNotFound)
 	}
 	set, err := f.revs.get(ctx, ws, rev)
 	if err != nil {
