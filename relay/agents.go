@@ -230,10 +230,10 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 	r := *res
 	s.lastResult[a.id] = &r
 	// Results are never dropped: they stay pending until written upstream.
+	// They go at once (an operator waits for them); results that arrive
+	// while a write is in flight share the next one.
 	s.up.results = append(s.up.results, wire.AgentResult{Agent: a.id, Result: r})
-	if len(s.up.results) >= flushBatch {
-		s.kickLocked()
-	}
+	s.kickLocked()
 }
 
 // syncAgentLocked queues the agent's desired bundle when it differs from
