@@ -12,13 +12,21 @@ TESTFLAGS ?= -race -count=1 -timeout 15m
 FUZZTIME  ?= 20000x
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-deps test-unit fuzz lint clean
+# Where make demo keeps the hub, relay and agent state between runs.
+DEMO_DIR  ?= .demo
+
+.PHONY: all build demo test test-deps test-unit fuzz lint clean
 
 all: build
 
 ## build: compile bin/nxmesh
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nxmesh ./cmd/nxmesh
+
+## demo: a hub, a relay and an agent with a real nginx on this machine, serving a sample site (Ctrl-C stops)
+demo: build
+	./scripts/test-deps.sh nginx
+	./bin/nxmesh demo --data-dir $(DEMO_DIR)
 
 ## test-deps: install what the tests talk to (nginx, PostgreSQL server binaries)
 test-deps:
@@ -41,4 +49,4 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DEMO_DIR)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/nxmesh/nxmesh/agent"
 	"github.com/nxmesh/nxmesh/hub"
 	"github.com/nxmesh/nxmesh/hub/fleet"
@@ -29,6 +32,7 @@ import (
 	"github.com/nxmesh/nxmesh/internal/testenv"
 	"github.com/nxmesh/nxmesh/pki"
 	"github.com/nxmesh/nxmesh/schema"
+	"github.com/nxmesh/nxmesh/wire"
 )
 
 // nxmeshBin is the nxmesh binary built for this test run: relays run as
@@ -64,6 +68,7 @@ type hubEnv struct {
 	dir                string
 	apiAddr, agentAddr string
 	dbURL              string
+	mutate             func(*hub.Config)
 
 	srv    *hub.Server
 	cancel context.CancelFunc
@@ -75,7 +80,14 @@ type hubEnv struct {
 
 func startHub(t testing.TB, dbURL string) *hubEnv {
 	t.Helper()
-	h := &hubEnv{t: t, dir: t.TempDir(), apiAddr: freeAddr(t), agentAddr: freeAddr(t), dbURL: dbURL}
+	return startHubWith(t, dbURL, nil)
+}
+
+// startHubWith starts a hub whose configuration mutate adjusts (on every
+// start).
+func startHubWith(t testing.TB, dbURL string, mutate func(*hub.Config)) *hubEnv {
+	t.Helper()
+	h := &hubEnv{t: t, dir: t.TempDir(), apiAddr: freeAddr(t), agentAddr: freeAddr(t), dbURL: dbURL, mutate: mutate}
 	h.start()
 	t.Cleanup(h.stop)
 	pool := x509.NewCertPool()
@@ -93,10 +105,14 @@ func startHub(t testing.TB, dbURL string) *hubEnv {
 
 func (h *hubEnv) start() {
 	h.t.Helper()
-	srv, err := hub.New(context.Background(), hub.Config{
+	cfg := hub.Config{
 		DataDir: h.dir, APIAddr: h.apiAddr, AgentAddr: h.agentAddr, DatabaseURL: h.dbURL,
 		Logger: testLogger(h.t, "hub"),
-	})
+	}
+	if h.mutate != nil {
+		h.mutate(&cfg)
+	}
+	srv, err := hub.New(context.Background(), cfg)
 	if err != nil {
 		h.t.Fatalf("start hub: %v", err)
 	}
@@ -315,8 +331,9 @@ type agentEnv struct {
 	dir        string
 	statusPort int
 
-	cancel context.CancelFunc
-	done   chan error
+	cancel  context.CancelFunc
+	done    chan error
+	results results
 }
 
 func enrollAgent(t testing.TB, h *hubEnv, labels map[string]string) *agentEnv {
@@ -347,6 +364,7 @@ func (a *agentEnv) run(relays ...string) {
 	cfg := agent.RunConfig{
 		StateDir: a.dir, Relays: relays, NginxBinary: testenv.NginxBinary(a.t).Path,
 		StatusListen: "127.0.0.1:" + strconv.Itoa(a.statusPort), Logger: testLogger(a.t, "agent"),
+		OnResult: a.results.add,
 	}
 	go func() { a.done <- agent.Run(ctx, cfg) }()
 }
@@ -505,4 +523,128 @@ func (h *hubEnv) applyStore(yaml string) applyResult {
 		h.t.Fatal(err)
 	}
 	return applyResult{Revision: res.Revision, Changed: res.Changed}
+}
+
+// results records an agent's apply outcomes.
+type results struct {
+	mu   sync.Mutex // guards list
+	list []agent.Result
+}
+
+func (r *results) add(res agent.Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.list = append(r.list, res)
+}
+
+// count returns how many applies happened since mark (a previous count).
+func (r *results) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.list)
+}
+
+func (r *results) since(mark int) []agent.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]agent.Result(nil), r.list[mark:]...)
+}
+
+// rawDial opens a wire session by hand with a state directory's
+// certificate, for tests of what relays and hubs refuse.
+func rawDial(t testing.TB, dir string, role pki.Role, url string) (*wire.Conn, error) {
+	t.Helper()
+	ws, err := rawWS(t, dir, role, url)
+	if err != nil {
+		return nil, err
+	}
+	conn := wire.NewConn(ws, wire.MaxRelayMessage, 30*time.Second)
+	t.Cleanup(conn.CloseNow)
+	return conn, nil
+}
+
+// rawWS is rawDial without the wire framing, to send broken frames.
+func rawWS(t testing.TB, dir string, role pki.Role, url string) (*websocket.Conn, error) {
+	t.Helper()
+	files := pki.Files{Dir: dir, Role: role}
+	cert, err := files.LoadKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := files.LoadRoot("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.IdentityFromCert(cert.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := pki.NewSource(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	tlsCfg, err := pki.ClientTLSConfig(src, pki.Peer{TrustDomain: id.TrustDomain, Roots: pool, Roles: []pki.Role{pki.RoleRelay, pki.RoleHub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := wire.NewDialer(tlsCfg).Dial(url, nil)
+	return ws, err
+}
+
+// rawHello dials and says hello; it returns the session after Welcome.
+func rawHello(t testing.TB, dir, url string) *wire.Conn {
+	t.Helper()
+	conn, err := rawDial(t, dir, pki.RoleAgent, url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := conn.Read(context.Background())
+	if err != nil {
+		t.Fatalf("read welcome: %v", err)
+	}
+	if _, ok := m.(*wire.Welcome); !ok {
+		t.Fatalf("first message %s, want welcome", m.Type())
+	}
+	return conn
+}
+
+// closeCode reads from conn until it fails and returns the close code the
+// peer sent, 0 when the connection ended without one.
+func closeCode(conn *wire.Conn, within time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		_, _, err := conn.Read(ctx)
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		return 0
+	}
+}
+
+// offsetClock is a clock a test moves forward; safe for concurrent use.
+type offsetClock struct {
+	mu  sync.Mutex // guards off
+	off time.Duration
+}
+
+func (c *offsetClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *offsetClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off += d
 }

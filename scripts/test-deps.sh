@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # test-deps.sh makes sure the programs the test suite talks to are installed:
 # nginx (Debian package "nginx"), the PostgreSQL server binaries (Debian
-# package "postgresql-15" or newer) and openssl, which checks issued chains.
+# package "postgresql-15" or newer), openssl, which checks issued chains, and
+# curl, which runs the line nxmesh demo prints.
 # It installs what is missing with apt-get when running as root, and
-# otherwise stops with a message naming the packages.
+# otherwise stops with a message naming the packages. With the argument
+# "nginx" it sees to nginx only (make demo).
 # Package installs never start a system service: tests start their own nginx
 # and their own throwaway PostgreSQL cluster.
 set -euo pipefail
@@ -23,11 +25,14 @@ have_postgres() {
 }
 
 have_nginx || missing+=(nginx)
-have_postgres || missing+=(postgresql)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${1:-}" != "nginx" ]; then # `test-deps.sh nginx`: only nginx (make demo)
+	have_postgres || missing+=(postgresql)
+	command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+	command -v curl >/dev/null 2>&1 || missing+=(curl) # the demo test pastes its curl line
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "test-deps: nginx, PostgreSQL server binaries and openssl present"
+	echo "test-deps: ${1:-nginx, PostgreSQL server binaries, openssl and curl} present"
 	exit 0
 fi
 
@@ -55,5 +60,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 have_nginx || { echo "test-deps: nginx still missing after apt-get install nginx" >&2; exit 1; }
-have_postgres || { echo "test-deps: PostgreSQL server binaries still missing after apt-get install postgresql" >&2; exit 1; }
+if [ "${1:-}" != "nginx" ]; then
+	have_postgres || { echo "test-deps: PostgreSQL server binaries still missing after apt-get install postgresql" >&2; exit 1; }
+fi
 echo "test-deps: installed ${missing[*]}"
