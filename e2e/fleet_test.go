@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/nxmesh/nxmesh/hub"
+	"github.com/nxmesh/nxmesh/internal/testenv"
 	"github.com/nxmesh/nxmesh/pki"
 	"github.com/nxmesh/nxmesh/wire"
 )
@@ -368,4 +369,47 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(50 * time.Millisecond) // polling the API
 	}
+}
+
+// TestTwoHubsOnPostgres: two hubs share a PostgreSQL database. A change
+// committed on one reaches an agent whose relay is connected to the other
+// (which notices the revision by polling), and the first hub reports the
+// agent's ack, which the second wrote.
+func TestTwoHubsOnPostgres(t *testing.T) {
+	a := startHub(t, testenv.PostgresURL(t))
+	b := startPeerHub(t, a)
+	r := startRelay(t, a, b.relayURL())
+	ag := enrollAgent(t, a, nil)
+	ag.run(r.url())
+	port := testenvPort(t)
+	res := a.apply(site(port, upstream(t, "ok"), "v1"))
+	waitServed(t, port, "v1", 10*time.Second)
+	c := a.waitConverged(res.Revision, 10*time.Second)
+	if c.ByRelay[relayID(t, r)].Applied != 1 {
+		t.Errorf("hub a's convergence = %+v; want the agent applied through the relay on hub b", c)
+	}
+	var relays struct{ Items []struct{ ID, Hub string } }
+	a.mustDo("GET", "/api/v1/relays", nil, &relays)
+	found := false
+	for _, rl := range relays.Items {
+		found = found || rl.ID == relayID(t, r)
+	}
+	if !found {
+		t.Errorf("hub a lists relays %+v; want the relay connected to hub b", relays.Items)
+	}
+
+	// Deleting an agent on hub a cuts its session on hub b's relay.
+	other := enrollAgent(t, a, nil)
+	conn := rawHello(t, other.dir, r.url())
+	waitFor(t, 10*time.Second, "hub a sees the agent online", func() bool {
+		var v struct{ Online bool }
+		a.mustDo("GET", "/api/v1/workspaces/default/agents/"+other.id, nil, &v)
+		return v.Online
+	})
+	start := time.Now()
+	a.mustDo("DELETE", "/api/v1/workspaces/default/agents/"+other.id, nil, nil)
+	if code := closeCode(conn, 5*time.Second); code != wire.CloseRevoked {
+		t.Errorf("session on hub b's relay after deletion on hub a: close code %d, want %d", code, wire.CloseRevoked)
+	}
+	t.Logf("deletion on hub a cut the session on hub b's relay after %v", time.Since(start).Round(time.Millisecond))
 }

@@ -648,3 +648,17 @@ func (c *offsetClock) advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.off += d
 }
+
+// startPeerHub starts a second hub of first's installation: the same
+// database and secret key, its own ports and data directory. It uses
+// first's session token, which the shared database knows.
+func startPeerHub(t testing.TB, first *hubEnv) *hubEnv {
+	t.Helper()
+	key := filepath.Join(first.dir, "secret.key")
+	h := &hubEnv{t: t, dir: t.TempDir(), apiAddr: freeAddr(t), agentAddr: freeAddr(t), dbURL: first.dbURL,
+		mutate: func(c *hub.Config) { c.SecretKeyFile = key }}
+	h.start()
+	t.Cleanup(h.stop)
+	h.http, h.token = first.http, first.token
+	return h
+}

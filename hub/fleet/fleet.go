@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nxmesh/nxmesh/hub/store"
+	"github.com/nxmesh/nxmesh/pki"
+	"github.com/nxmesh/nxmesh/wire"
 )
 
 // Config configures a Fleet.
@@ -107,6 +109,10 @@ type Fleet struct {
 	relayGone []string
 	// pushes counts desired-bundle changes sent to relays (tests, bench).
 	pushes int64
+
+	// revokedChecked is when revocations were last polled; only the Run
+	// goroutine touches it.
+	revokedChecked time.Time
 }
 
 type notice struct{ first, last time.Time }
@@ -229,8 +235,13 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
-// poll notices revisions committed by other hubs.
+// revokeOverlap is how far back each revocation poll reaches before the
+// previous one, for clock skew between hubs; revoking twice is harmless.
+const revokeOverlap = 5 * time.Second
+
+// poll notices revisions committed and agents revoked by other hubs.
 func (f *Fleet) poll(ctx context.Context) {
+	f.pollRevocations(ctx)
 	heads, err := f.db.WorkspaceRevisions(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -395,5 +406,36 @@ func (f *Fleet) assign(ctx context.Context, ws string, ids []string) {
 		a.desired = b.hash
 		a.relay.queueDesiredLocked(id, b)
 		f.pushes++
+	}
+}
+
+// pollRevocations cuts the sessions of connected agents whose certificates
+// were revoked since the last poll, by this hub or any other.
+func (f *Fleet) pollRevocations(ctx context.Context) {
+	now := f.cfg.Now()
+	since := f.revokedChecked
+	if since.IsZero() {
+		since = now.Add(-f.cfg.PollInterval)
+	}
+	ids, err := f.db.RevokedIdentitiesSince(ctx, since.Add(-revokeOverlap))
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Warn("fleet: polling revocations", "err", err)
+		}
+		return
+	}
+	f.revokedChecked = now
+	var cut []string
+	f.mu.Lock()
+	for _, s := range ids {
+		id, err := pki.ParseIdentity(s)
+		if err == nil && id.Role == pki.RoleAgent && f.agents[id.ID] != nil {
+			cut = append(cut, id.ID)
+		}
+	}
+	f.mu.Unlock()
+	if len(cut) > 0 {
+		f.log.Info("fleet: cutting sessions of revoked agents", "agents", len(cut))
+		f.Revoke(cut, wire.ReasonRevoked)
 	}
 }

@@ -169,3 +169,31 @@ func (db *DB) WorkspaceRevisions(ctx context.Context) (map[string]int64, error) 
 	}
 	return out, nil
 }
+
+// RevokedIdentitiesSince returns the identities (SPIFFE URIs) with a
+// certificate revoked after since. Hubs poll it to cut sessions that a
+// deletion on another hub revoked.
+func (db *DB) RevokedIdentitiesSince(ctx context.Context, since time.Time) ([]string, error) {
+	var out []string
+	err := db.tx(ctx, false, func(q querier) error {
+		out = nil
+		rs, err := q.query(ctx, `SELECT DISTINCT c.identity FROM revocations r JOIN certificates c ON c.serial = r.serial
+			WHERE r.revoked_at > $1`, ts(since))
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var id string
+			if err := rs.Scan(&id); err != nil {
+				return err
+			}
+			out = append(out, id)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recent revocations: %w", err)
+	}
+	return out, nil
+}

@@ -14,3 +14,7 @@ CREATE TABLE relays (
     connected_at TIMESTAMP NOT NULL,
     last_seen    TIMESTAMP NOT NULL
 );
+
+-- Hubs poll recent revocations to cut the sessions of deleted agents that
+-- are connected through their relays.
+CREATE INDEX revocations_revoked_at ON revocations (revoked_at);
