@@ -32,4 +32,19 @@ func TestServedThroughRelay(t *testing.T) {
 	if c.Counts.Applied != 1 || c.Total != 1 || c.ByRelay[relayID(t, r)].Applied != 1 || c.ByLabel["env=test"].Applied != 1 {
 		t.Errorf("convergence = %+v; want the agent applied, counted under its relay and label", c)
 	}
+	waitFor(t, 5*time.Second, "the relay is listed with its one agent", func() bool {
+		var relays struct {
+			Items []struct {
+				ID     string
+				Agents int
+			}
+		}
+		h.mustDo("GET", "/api/v1/relays", nil, &relays)
+		for _, rl := range relays.Items {
+			if rl.ID == relayID(t, r) {
+				return rl.Agents == 1
+			}
+		}
+		return false
+	})
 }

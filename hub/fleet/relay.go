@@ -327,6 +327,10 @@ func (f *Fleet) onDelta(rs *relaySession, d *wire.SessionDelta) {
 	if len(d.Connected) > 0 {
 		wake(f.kick)
 	}
+	// The relay's record carries its agent count: one row per flush.
+	if f.relays[rs.id] == rs {
+		f.relayWrites[rs.id] = f.relayRecordLocked(rs)
+	}
 	wake(f.flushKick)
 }
 
