@@ -21,6 +21,19 @@ type APIError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Details lists every problem when there are several, such as the
+	// validation errors of the documents of an apply; Field and Message
+	// describe the first.
+	Details []ErrorDetail `json:"details,omitempty"`
+}
+
+// ErrorDetail is one problem of a request with several: a field of a
+// document of the body (docs/api.md, Apply).
+type ErrorDetail struct {
+	File     string `json:"file"`
+	Document int    `json:"document"`
+	Field    string `json:"field"`
+	Message  string `json:"message"`
 }
 
 func (e *APIError) Error() string {

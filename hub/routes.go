@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,23 +14,77 @@ import (
 	"github.com/nxmesh/nxmesh/schema"
 )
 
-// apiRoutes is the REST API on the HTTPS listener.
+// route is one route of the REST API. apiRoutes registers exactly the
+// routes of apiRouteTable, and the tests walk the same table (every
+// private route refuses a request without a token; every route is in the
+// OpenAPI document and nothing else is), so a route cannot be added
+// without being checked.
+type route struct {
+	method  string
+	pattern string // http.ServeMux path pattern, also the OpenAPI path
+	handle  handlerFunc
+	// public routes are served without a bearer token; docs/api.md lists
+	// them, and so does TestRoutesNeedToken.
+	public bool
+}
+
+// apiRouteTable is every route of the REST API (docs/api.md).
+func (s *Server) apiRouteTable() []route {
+	return []route{
+		{"GET", "/healthz", func(w http.ResponseWriter, _ *http.Request) error {
+			return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}, true},
+		{"GET", "/api/v1/openapi.json", handleOpenAPI, true},
+		{"GET", "/api/v1/ca/root.pem", func(w http.ResponseWriter, r *http.Request) error {
+			s.handleRoot(w, r)
+			return nil
+		}, true},
+		{"POST", "/api/v1/login", s.handleLogin, true},
+		{"POST", "/api/v1/enroll", s.handleEnroll, true},
+
+		{"GET", "/api/v1/api-tokens", s.handleListAPITokens, false},
+		{"POST", "/api/v1/api-tokens", s.handleCreateAPIToken, false},
+		{"DELETE", "/api/v1/api-tokens/{id}", s.handleDeleteAPIToken, false},
+
+		{"GET", "/api/v1/organizations", s.handleListOrganizations, false},
+		{"POST", "/api/v1/organizations", s.handleCreateOrganization, false},
+		{"GET", "/api/v1/workspaces", s.handleListWorkspaces, false},
+		{"POST", "/api/v1/workspaces", s.handleCreateWorkspace, false},
+		{"GET", "/api/v1/workspaces/{ws}", s.handleGetWorkspace, false},
+
+		{"GET", "/api/v1/workspaces/{ws}/resources/{kind}", s.handleListResources, false},
+		{"POST", "/api/v1/workspaces/{ws}/resources/{kind}", s.handleCreateResource, false},
+		{"GET", "/api/v1/workspaces/{ws}/resources/{kind}/{name}", s.handleGetResource, false},
+		{"PUT", "/api/v1/workspaces/{ws}/resources/{kind}/{name}", s.handlePutResource, false},
+		{"DELETE", "/api/v1/workspaces/{ws}/resources/{kind}/{name}", s.handleDeleteResource, false},
+		{"POST", "/api/v1/workspaces/{ws}/apply", s.handleApply, false},
+
+		{"GET", "/api/v1/workspaces/{ws}/revisions", s.handleListRevisions, false},
+		{"GET", "/api/v1/workspaces/{ws}/revisions/{rev}", s.handleGetRevision, false},
+		{"GET", "/api/v1/workspaces/{ws}/revisions/{rev}/diff", s.handleRevisionDiff, false},
+		{"POST", "/api/v1/workspaces/{ws}/revisions/{rev}/rollback", s.handleRollback, false},
+		{"GET", "/api/v1/workspaces/{ws}/revisions/{rev}/status", s.handleRevisionStatus, false},
+
+		{"GET", "/api/v1/workspaces/{ws}/agents", s.handleListAgents, false},
+		{"GET", "/api/v1/workspaces/{ws}/agents/{id}", s.handleGetAgent, false},
+		{"DELETE", "/api/v1/workspaces/{ws}/agents/{id}", s.handleDeleteAgent, false},
+		{"GET", "/api/v1/relays", s.handleListRelays, false},
+		{"POST", "/api/v1/workspaces/{ws}/enrollment-tokens", s.handleCreateEnrollmentToken, false},
+	}
+}
+
+// apiRoutes is the REST API on the HTTPS listener: the routes of
+// apiRouteTable, every one but the public ones behind a bearer token.
 func (s *Server) apiRoutes() http.Handler {
 	mux := http.NewServeMux()
-	h := func(f handlerFunc) http.Handler { return serveAPI(s.log, mapError, f) }
-	mux.Handle("GET /healthz", h(func(w http.ResponseWriter, _ *http.Request) error {
-		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}))
-	mux.Handle("GET /api/v1/ca/root.pem", http.HandlerFunc(s.handleRoot))
-	mux.Handle("POST /api/v1/login", h(s.handleLogin))
-	mux.Handle("POST /api/v1/enroll", h(s.handleEnroll))
-	mux.Handle("POST /api/v1/workspaces/{ws}/enrollment-tokens", h(s.authenticated(s.handleCreateEnrollmentToken)))
-	mux.Handle("DELETE /api/v1/workspaces/{ws}/agents/{id}", h(s.authenticated(s.handleDeleteAgent)))
-	mux.Handle("GET /api/v1/workspaces/{ws}/agents", h(s.authenticated(s.handleListAgents)))
-	mux.Handle("GET /api/v1/workspaces/{ws}/agents/{id}", h(s.authenticated(s.handleGetAgent)))
-	mux.Handle("GET /api/v1/relays", h(s.authenticated(s.handleListRelays)))
-	mux.Handle("GET /api/v1/workspaces/{ws}/revisions/{rev}/status", h(s.authenticated(s.handleRevisionStatus)))
-	mux.Handle("/", h(func(_ http.ResponseWriter, r *http.Request) error {
+	for _, rt := range s.apiRouteTable() {
+		h := rt.handle
+		if !rt.public {
+			h = s.authenticated(h)
+		}
+		mux.Handle(rt.method+" "+rt.pattern, serveAPI(s.log, mapError, h))
+	}
+	mux.Handle("/", serveAPI(s.log, mapError, func(_ http.ResponseWriter, r *http.Request) error {
 		return Errorf(http.StatusNotFound, "not_found", "", "no route %s %s", r.Method, r.URL.Path)
 	}))
 	return mux
@@ -55,6 +110,7 @@ func (s *Server) agentRoutes() http.Handler {
 // again, or check which hub it talks to.
 func mapError(err error) *APIError {
 	msg := err.Error()
+	var conflict *store.ConflictError
 	switch {
 	case errors.Is(err, ca.ErrTokenExpired):
 		return Errorf(http.StatusUnauthorized, "token_expired", "token", "%s", msg)
@@ -78,17 +134,68 @@ func mapError(err error) *APIError {
 		return Errorf(http.StatusBadRequest, "invalid", "", "%s", msg)
 	case errors.Is(err, store.ErrNotFound):
 		return Errorf(http.StatusNotFound, "not_found", "", "%s", msg)
+	case errors.As(err, &conflict):
+		// The version a write was based on is stale, or a create names a
+		// resource that exists.
+		field := "metadata.version"
+		if conflict.Expected == 0 {
+			field = "metadata.name"
+		}
+		return Errorf(http.StatusConflict, "conflict", field, "%s", msg)
 	case errors.Is(err, store.ErrConflict):
 		return Errorf(http.StatusConflict, "conflict", "", "%s", msg)
-	case errors.Is(err, store.ErrInvalid):
-		field := ""
-		var fe *schema.FieldError
-		if errors.As(err, &fe) {
-			field = fe.Field
-		}
-		return Errorf(http.StatusBadRequest, "invalid", field, "%s", msg)
+	case errors.Is(err, store.ErrInvalid), len(fieldErrors(err, 1)) > 0:
+		return invalidError(err)
 	}
 	return nil
+}
+
+// maxErrorDetails bounds the details of one error response; schema caps
+// each document's errors, but an apply has many documents.
+const maxErrorDetails = 100
+
+// invalidError is the 400 answer to documents that do not validate: the
+// first problem in field and message, every problem in details.
+func invalidError(err error) *APIError {
+	fes := fieldErrors(err, maxErrorDetails)
+	if len(fes) == 0 {
+		return Errorf(http.StatusBadRequest, "invalid", "", "%s", err.Error())
+	}
+	ae := Errorf(http.StatusBadRequest, "invalid", fes[0].Field, "%s", fes[0].Error())
+	if len(fes) > 1 {
+		ae.Message += fmt.Sprintf(" (and %d more: see details)", len(fes)-1)
+	}
+	for _, fe := range fes {
+		ae.Details = append(ae.Details, ErrorDetail{File: fe.File, Document: fe.Document, Field: fe.Field, Message: fe.Message})
+	}
+	return ae
+}
+
+// fieldErrors returns up to max of the schema.FieldErrors in err's tree,
+// in order: the store joins the errors of several documents, and
+// schema.Errors unwraps to its field errors.
+func fieldErrors(err error, max int) []*schema.FieldError {
+	var out []*schema.FieldError
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil || len(out) == max {
+			return
+		}
+		if fe, ok := err.(*schema.FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }
 
 // handleRoot serves the root certificate. It is public: a client that
