@@ -26,9 +26,11 @@ type cli struct {
 	Hub      hubCmd      `cmd:"" help:"Run a hub: the REST API, the certificate authority and the agent listener."`
 	Login    loginCmd    `cmd:"" help:"Log in to a hub and save its address, CA and a session token."`
 	Token    tokenCmd    `cmd:"" help:"Manage enrollment tokens."`
+	Get      getCmd      `cmd:"" help:"Show agents, relays, virtual hosts, upstreams, certificates or revisions."`
 	Delete   deleteCmd   `cmd:"" help:"Delete an agent."`
 	Agent    agentCmd    `cmd:"" help:"The nginx sidecar: enroll with a hub."`
 	Relay    relayCmd    `cmd:"" help:"The regional relay: enroll with a hub."`
+	Demo     demoCmd     `cmd:"" help:"Run a hub, a relay and an agent with a real nginx on this machine, and a sample site."`
 }
 
 // Globals are flags shared by every command.
