@@ -12,6 +12,60 @@ import (
 	"github.com/nxmesh/nxmesh/hub/store"
 )
 
+func TestGetResources(t *testing.T) {
+	s, dir := startTestHub(t)
+	loginCLI(t, s, dir)
+	first, second := applyFixture(t)
+
+	tests := []struct {
+		name string
+		args []string
+		want []*regexp.Regexp
+	}{
+		{name: "upstreams table", args: []string{"get", "upstreams"}, want: res(
+			`^NAME +SERVERS +VERSION +UPDATED\n`, `\napi +127\.0\.0\.1:9001 +2 +\d+s\n$`)},
+		{name: "one upstream, singular", args: []string{"get", "upstream", "api"}, want: res(`\napi +127\.0\.0\.1:9001 +2 `)},
+		{name: "vhosts table", args: []string{"get", "vhosts"}, want: res(
+			`^NAME +SERVER NAMES +VERSION +UPDATED\n`, `\nweb +web\.example\.com +1 +\d+s\n$`)},
+		{name: "virtualhosts json", args: []string{"get", "virtualhosts", "-o", "json"}, want: res(
+			`^\{\n  "items": \[\n`, `"kind": "VirtualHost"`, `"serverNames": \[\n +"web\.example\.com"`)},
+		{name: "one vhost yaml", args: []string{"get", "vhost", "web", "-o", "yaml"}, want: res(
+			`(?m)^apiVersion: nxmesh/v1$`, `(?m)^kind: VirtualHost$`, `(?m)^  version: 1$`, `(?m)^    - web\.example\.com$`)},
+		{name: "upstreams yaml", args: []string{"get", "upstreams", "-o", "yaml"}, want: res(
+			`^items:\n  - apiVersion: nxmesh/v1\n`, `address: 127\.0\.0\.1:9001`)},
+		{name: "revisions table", args: []string{"get", "revisions"}, want: res(
+			`^NUMBER +AUTHOR +MESSAGE +CREATED\n`, `\n`+second+` +admin +move api to 9001 +\d+s\n`+first+` +admin +first cut +\d+s\n`)},
+		{name: "revisions json", args: []string{"get", "revisions", "-o", "json"}, want: res(`"number": `+second+`,`, `"message": "first cut"`)},
+		{name: "one revision lists its resources", args: []string{"get", "revision", first}, want: res(
+			`\n`+first+` +admin +first cut +`, `\nKIND +NAME +VERSION +UPDATED\n`, `\nUpstream +api +1 `, `\nVirtualHost +web +1 `)},
+		{name: "one revision yaml", args: []string{"get", "revision", first, "-o", "yaml"}, want: res(`(?m)^number: `+first+`$`, `(?m)^resources:$`)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, stderr := runCLI(t, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			for _, re := range tc.want {
+				if !re.MatchString(out) {
+					t.Errorf("output does not match %s:\n%s", re, out)
+				}
+			}
+			if strings.Contains(tc.name, "json") && !json.Valid([]byte(out)) {
+				t.Errorf("not JSON:\n%s", out)
+			}
+		})
+	}
+}
+
+func res(exprs ...string) []*regexp.Regexp {
+	out := make([]*regexp.Regexp, len(exprs))
+	for i, e := range exprs {
+		out[i] = regexp.MustCompile(e)
+	}
+	return out
+}
+
 func TestGetErrors(t *testing.T) {
 	s, dir := startTestHub(t)
 	loginCLI(t, s, dir)

@@ -26,7 +26,10 @@ type cli struct {
 	Hub      hubCmd      `cmd:"" help:"Run a hub: the REST API, the certificate authority and the agent listener."`
 	Login    loginCmd    `cmd:"" help:"Log in to a hub and save its address, CA and a session token."`
 	Token    tokenCmd    `cmd:"" help:"Manage enrollment tokens."`
+	Apply    applyCmd    `cmd:"" help:"Apply resource files to a workspace: show the plan, store a revision, wait for the agents."`
 	Get      getCmd      `cmd:"" help:"Show agents, relays, virtual hosts, upstreams, certificates or revisions."`
+	Diff     diffCmd     `cmd:"" help:"Show the changes between two revisions."`
+	Rollback rollbackCmd `cmd:"" help:"Return the workspace to the resources of an earlier revision, as a new revision."`
 	Delete   deleteCmd   `cmd:"" help:"Delete an agent."`
 	Agent    agentCmd    `cmd:"" help:"The nginx sidecar: enroll with a hub."`
 	Relay    relayCmd    `cmd:"" help:"The regional relay: enroll with a hub."`
