@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -172,4 +173,38 @@ func applyFixture(t *testing.T) (first, second string) {
 		t.Fatalf("apply: exit %d:\n%s\n%s", code, out, stderr)
 	}
 	return first, revRE.FindStringSubmatch(out)[1]
+}
+
+// TestReportApplied: what was applied is printed again only when it is not
+// what the plan showed (someone changed the workspace in between).
+func TestReportApplied(t *testing.T) {
+	up := func(addr, version string) json.RawMessage {
+		return json.RawMessage(`{"kind":"Upstream","metadata":{"name":"api","version":` + version + `},"spec":{"servers":[{"address":"` + addr + `"}]}}`)
+	}
+	plan := applyResult{Revision: 4, Changed: true, Diff: []diffEntry{{Kind: "Upstream", Name: "api", Op: opChanged, Old: up("10.0.0.1:80", "3"), New: up("10.0.0.2:80", "4")}}}
+	tests := []struct {
+		name string
+		done applyResult
+		want string
+	}{
+		{name: "as planned, versions aside", done: applyResult{Revision: 5, Changed: true,
+			Diff: []diffEntry{{Kind: "Upstream", Name: "api", Op: opChanged, Old: up("10.0.0.1:80", "3"), New: up("10.0.0.2:80", "5")}}},
+			want: "\napplied: revision 5\n"},
+		{name: "changed meanwhile", done: applyResult{Revision: 6, Changed: true,
+			Diff: []diffEntry{{Kind: "Upstream", Name: "api", Op: opChanged, Old: up("10.0.0.9:80", "4"), New: up("10.0.0.2:80", "5")}}},
+			want: "\nthe workspace changed after the plan; the hub made these changes instead:\n\n~ Upstream api (changed)\n"},
+		{name: "nothing left to do", done: applyResult{Revision: 6},
+			want: "no changes after all (the workspace changed meanwhile); workspace is at revision 6\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := reportApplied(&buf, plan, tc.done); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(buf.String(), tc.want) {
+				t.Errorf("got\n%s\nwant it to start with\n%s", buf.String(), tc.want)
+			}
+		})
+	}
 }
