@@ -1,0 +1,35 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+
+	"github.com/nxmesh/nxmesh/schema"
+)
+
+// redactedPrefix starts what the API shows in place of a private key.
+const redactedPrefix = "redacted:sha256:"
+
+// redactSpec returns spec with secrets replaced by a short digest, for
+// every answer the API gives: a Certificate's private key is write-only.
+// The digest lets a diff show that a key changed without showing the key.
+func redactSpec(spec schema.Spec) schema.Spec {
+	c, ok := spec.(*schema.CertificateSpec)
+	if !ok || c.PrivateKey == "" {
+		return spec
+	}
+	sum := sha256.Sum256([]byte(c.PrivateKey))
+	out := *c
+	out.PrivateKey = redactedPrefix + hex.EncodeToString(sum[:8])
+	return &out
+}
+
+// redactDoc is redactSpec on a copy of a document; nil stays nil.
+func redactDoc(doc *schema.Resource) *schema.Resource {
+	if doc == nil {
+		return nil
+	}
+	out := *doc
+	out.Spec = redactSpec(doc.Spec)
+	return &out
+}
