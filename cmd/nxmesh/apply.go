@@ -56,7 +56,7 @@ func (c *applyCmd) run(ctx context.Context, g *Globals) error {
 	}
 	plan, err := c.post(ctx, api, set, true)
 	if err != nil {
-		return err
+		return placeErrors(g.stderr, err, set)
 	}
 	r := &rollout{api: api, ws: c.workspaceFlags, rev: plan.Revision, g: g}
 	if !plan.Changed {
@@ -74,7 +74,7 @@ func (c *applyCmd) run(ctx context.Context, g *Globals) error {
 	// what was done.
 	done, err := c.post(ctx, api, set, false)
 	if err != nil {
-		return err
+		return placeErrors(g.stderr, err, set)
 	}
 	r.rev = done.Revision
 	if err := reportApplied(g.stdout, plan, done); err != nil {
@@ -117,6 +117,25 @@ func (c *applyCmd) post(ctx context.Context, api *apiClient, set []schema.Resour
 		return out, err
 	}
 	return out, nil
+}
+
+// placeErrors prints the hub's validation details, which count documents
+// in the request body, as problems that name the file and document each
+// resource came from, every one of them. Other errors pass through.
+func placeErrors(w io.Writer, err error, set []schema.Resource) error {
+	var re *remoteError
+	if !errors.As(err, &re) || len(re.Details) == 0 {
+		return err
+	}
+	problems := make([]string, len(re.Details))
+	for i, d := range re.Details {
+		fe := &schema.FieldError{Field: d.Field, Message: d.Message}
+		if j := d.Document - 1; j >= 0 && j < len(set) {
+			fe.File, fe.Document = set[j].Source.File, set[j].Source.Document
+		}
+		problems[i] = fe.Error()
+	}
+	return invalid(w, problems)
 }
 
 // reportApplied prints the new revision, and the changes made when they

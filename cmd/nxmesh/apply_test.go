@@ -155,6 +155,22 @@ func TestApplyHubRefuses(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "spec.locations[0].upstream") || !strings.Contains(stderr, "missing") {
 		t.Fatalf("exit %d:\n%s\n%s", code, out, stderr)
 	}
+
+	// Every problem the hub finds is named with the file and the document
+	// it came from, not its position in the request.
+	tmp := t.TempDir()
+	ups := writeFile(t, tmp, "a.yaml", strings.SplitN(goodYAML, "---", 2)[0])
+	two := writeFile(t, tmp, "b.yaml", vhost+"---\n"+strings.Replace(vhost, "name: web", "name: shop", 1))
+	code, out, stderr = runCLI(t, "apply", "-f", ups, "-f", two)
+	for _, want := range []string{
+		two + ": document 1: spec.locations[0].upstream: ",
+		two + ": document 2: spec.locations[0].upstream: ",
+		"nxmesh: the input is invalid (2 problems)",
+	} {
+		if code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d; stderr lacks %q:\n%s\n%s", code, want, out, stderr)
+		}
+	}
 }
 
 // applyFixture applies goodYAML, then a change to the upstream, and returns

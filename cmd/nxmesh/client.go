@@ -140,13 +140,23 @@ func newAPIClientFor(hub string, caPEM []byte, token string) (*apiClient, error)
 // remoteError is an error body from the hub.
 type remoteError struct {
 	Status  int
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field"`
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Field   string         `json:"field"`
+	Details []remoteDetail `json:"details"`
+}
+
+// remoteDetail is one problem of an invalid request; Document is the
+// 1-based position of the document in the request body.
+type remoteDetail struct {
+	File     string `json:"file"`
+	Document int    `json:"document"`
+	Field    string `json:"field"`
+	Message  string `json:"message"`
 }
 
 func (e *remoteError) Error() string {
-	if e.Field != "" {
+	if e.Field != "" && !strings.Contains(e.Message, e.Field+":") { // the hub may name it already
 		return fmt.Sprintf("hub: %s: %s", e.Field, e.Message)
 	}
 	return "hub: " + e.Message
