@@ -35,7 +35,7 @@ func toResourceJSON(r store.Resource) resourceJSON {
 		labels = map[string]string{}
 	}
 	return resourceJSON{
-		APIVersion: schema.APIVersion, Kind: r.Doc.Kind, Spec: r.Doc.Spec,
+		APIVersion: schema.APIVersion, Kind: r.Doc.Kind, Spec: redactSpec(r.Doc.Spec),
 		Metadata: metadataJSON{Name: r.Doc.Metadata.Name, Labels: labels, Version: r.Version, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt},
 	}
 }
@@ -228,7 +228,7 @@ type diffJSON struct {
 func toDiffJSON(entries []store.DiffEntry) []diffJSON {
 	out := make([]diffJSON, len(entries))
 	for i, e := range entries {
-		out[i] = diffJSON{Kind: e.Kind, Name: e.Name, Op: e.Op, Old: e.Old, New: e.New}
+		out[i] = diffJSON{Kind: e.Kind, Name: e.Name, Op: e.Op, Old: redactDoc(e.Old), New: redactDoc(e.New)}
 	}
 	return out
 }
