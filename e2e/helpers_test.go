@@ -380,13 +380,6 @@ func (a *agentEnv) stop() {
 	a.cancel = nil
 }
 
-// releases counts the bundles the agent has staged: each apply of a new
-// bundle stages one.
-func (a *agentEnv) releases() int {
-	entries, _ := os.ReadDir(filepath.Join(a.dir, "releases"))
-	return len(entries)
-}
-
 // upstream is a real HTTP server on loopback the vhosts proxy to.
 func upstream(t testing.TB, body string) int {
 	t.Helper()
@@ -537,7 +530,7 @@ func (r *results) add(res agent.Result) {
 	r.list = append(r.list, res)
 }
 
-// count returns how many applies happened since mark (a previous count).
+// count returns how many applies the agent reported so far.
 func (r *results) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
