@@ -1,0 +1,130 @@
+package fleet
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nxmesh/nxmesh/hub/store"
+	"github.com/nxmesh/nxmesh/internal/testenv"
+	"github.com/nxmesh/nxmesh/schema"
+	"github.com/nxmesh/nxmesh/wire"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+const twoSites = `apiVersion: nxmesh/v1
+kind: Upstream
+metadata: {name: app}
+spec:
+  servers: [{address: "127.0.0.1:9000"}]
+---
+apiVersion: nxmesh/v1
+kind: VirtualHost
+metadata: {name: eu}
+spec:
+  serverNames: [eu.example.com]
+  listen: [{port: 8080}]
+  selector: {matchLabels: {region: eu}}
+  locations: [{path: /, upstream: app}]
+---
+apiVersion: nxmesh/v1
+kind: VirtualHost
+metadata: {name: all}
+spec:
+  serverNames: [all.example.com]
+  listen: [{port: 8081}]
+  locations: [{path: /, upstream: app}]
+`
+
+func openStore(t *testing.T) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), store.Config{URL: filepath.Join(t.TempDir(), "hub.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.EnsureDefault(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestBundlesShareBySelection: agents whose labels select the same virtual
+// hosts share one compiled bundle, whatever their other labels; a different
+// selection or status port gives another bundle.
+func TestBundlesShareBySelection(t *testing.T) {
+	ctx := context.Background()
+	db := openStore(t)
+	docs, err := schema.Decode("sites.yaml", []byte(twoSites))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Apply(ctx, "default", docs, store.Change{Author: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := &revisions{db: db, sets: map[string][]*revisionSet{}}
+	set, err := revs.get(ctx, "default", res.Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled := func(labels map[string]string) *bundle {
+		t.Helper()
+		b, err := set.bundleFor(labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	eu1 := compiled(map[string]string{"region": "eu", "host": "web-1"})
+	eu2 := compiled(map[string]string{"region": "eu", "host": "web-2"})
+	us := compiled(map[string]string{"region": "us", "host": "web-3"})
+	eu3 := compiled(map[string]string{"region": "eu", LabelStatusPort: "9999"})
+	if eu1 != eu2 {
+		t.Error("two agents with the same selection got two compiles")
+	}
+	if us.hash == eu1.hash || eu3.hash == eu1.hash {
+		t.Error("a different selection or status port got the same bundle")
+	}
+	if len(set.bySel) != 3 {
+		t.Errorf("compiled %d bundles, want 3", len(set.bySel))
+	}
+	if got := revs.lookup(us.hash); got != us {
+		t.Error("lookup by hash does not find a compiled bundle")
+	}
+	// The same revision again is the cached set; compilation is
+	// deterministic across sets.
+	again, err := revs.get(ctx, "default", res.Revision)
+	if err != nil || again != set {
+		t.Fatalf("revision set not cached: %v", err)
+	}
+	fresh := &revisionSet{ws: "default", rev: res.Revision, set: set.set, bySel: map[string]*bundle{}, errs: map[string]error{}}
+	if b, err := fresh.bundleFor(map[string]string{"region": "eu"}); err != nil || b.hash != eu1.hash {
+		t.Errorf("recompiling gave hash %v (%v), want %s", b, err, eu1.hash)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	const want = "aaaa"
+	for _, tc := range []struct {
+		name string
+		v    AgentView
+		err  error
+		out  string
+	}{
+		{"offline", AgentView{Agent: store.Agent{AppliedHash: want}}, nil, StateOffline},
+		{"applied", AgentView{Online: true, Agent: store.Agent{AppliedHash: want}}, nil, StateApplied},
+		{"pending", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old"}}, nil, StatePending},
+		{"rejected", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: want, LastResult: wire.ResultRejected}}, nil, StateRejected},
+		{"rolled back", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: want, LastResult: wire.ResultRolledBack}}, nil, StateRolledBack},
+		{"old rejection", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: "other", LastResult: wire.ResultRejected}}, nil, StatePending},
+		{"no bundle", AgentView{Online: true}, context.Canceled, StateFailed},
+	} {
+		tc.v.DesiredHash = want
+		if got, _ := classify(&tc.v, tc.err); got != tc.out {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.out)
+		}
+	}
+}
