@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -58,6 +59,9 @@ type Session struct {
 	// MinBackoff and MaxBackoff bound reconnect delays (defaults 500 ms,
 	// 30 s), drawn with full jitter.
 	MinBackoff, MaxBackoff time.Duration
+	// NetDialContext, when set, opens the TCP connections; the bench uses
+	// it to spread simulated agents over loopback source addresses.
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Version is sent in Hello.
 	Version string
 	// Clock defaults to RealClock; Logger to a discarding logger.
@@ -140,6 +144,7 @@ func (s *Session) Run(ctx context.Context) error {
 	relays := slices.Clone(s.Relays)
 	rand.Shuffle(len(relays), func(i, j int) { relays[i], relays[j] = relays[j], relays[i] })
 	dialer := wire.NewDialer(s.TLS)
+	dialer.NetDialContext = s.NetDialContext
 	attempt := 0
 	for i := 0; ; i++ {
 		url := relays[i%len(relays)]

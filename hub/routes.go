@@ -34,6 +34,10 @@ func (s *Server) apiRouteTable() []route {
 		{"GET", "/healthz", func(w http.ResponseWriter, _ *http.Request) error {
 			return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}, true},
+		{"GET", "/metrics", func(w http.ResponseWriter, r *http.Request) error {
+			s.metrics.ServeHTTP(w, r)
+			return nil
+		}, false},
 		{"GET", "/api/v1/openapi.json", handleOpenAPI, true},
 		{"GET", "/api/v1/ca/root.pem", func(w http.ResponseWriter, r *http.Request) error {
 			s.handleRoot(w, r)

@@ -40,6 +40,8 @@ type Server struct {
 	// loopback like any other relay.
 	relay    *relay.Server
 	relaySrc *pki.Source
+	// metrics serves GET /metrics.
+	metrics http.Handler
 
 	apiLn, agentLn net.Listener
 }
@@ -132,6 +134,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.newEmbeddedRelay(ctx); err != nil {
 		return nil, err
 	}
+	s.metrics = s.metricsHandler()
 	log.Info("hub ready", "hub_id", s.id, "api", s.APIURL(), "agents", s.AgentURL(),
 		"trust_domain", cfg.TrustDomain, "root_fingerprint", s.ca.Fingerprint())
 	return s, nil

@@ -180,11 +180,18 @@ func (f *Fleet) Notify(ws string) {
 	wake(f.kick)
 }
 
-// Pushes returns how many desired-bundle assignments went to relays.
-func (f *Fleet) Pushes() int64 {
+// Stats are the fleet's counters for metrics.
+type Stats struct {
+	Relays int   // relay sessions held
+	Agents int   // agent sessions on them
+	Pushes int64 // desired-bundle assignments sent to relays
+}
+
+// Stats returns the current counters.
+func (f *Fleet) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.pushes
+	return Stats{Relays: len(f.relays), Agents: len(f.agents), Pushes: f.pushes}
 }
 
 // Revoke cuts the live sessions of agents on every relay of this hub and

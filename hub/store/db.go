@@ -45,6 +45,7 @@ type DB struct {
 	onRevision func(ws string, rev int64)
 
 	retries atomic.Int64 // transaction attempts after the first
+	writes  atomic.Int64 // write transactions committed
 }
 
 // Stats are counters about a DB's work.
@@ -52,6 +53,9 @@ type Stats struct {
 	// Retries counts transactions rerun after a retryable error
 	// (SQLSTATE 40001 serialization failure or 40P01 deadlock).
 	Retries int64
+	// Writes counts write transactions committed (a batch of many rows
+	// is one).
+	Writes int64
 }
 
 // Open connects to the database named by cfg.URL and migrates it to this
@@ -96,7 +100,7 @@ func (db *DB) Close() error { return db.b.close() }
 func (db *DB) Dialect() string { return db.b.dialect() }
 
 // Stats returns the DB's counters.
-func (db *DB) Stats() Stats { return Stats{Retries: db.retries.Load()} }
+func (db *DB) Stats() Stats { return Stats{Retries: db.retries.Load(), Writes: db.writes.Load()} }
 
 // clock returns the store time: UTC, at the microsecond precision that
 // both PostgreSQL and SQLite keep, so values read back compare equal.
@@ -143,6 +147,9 @@ func (db *DB) tx(ctx context.Context, write bool, fn func(q querier) error) erro
 		}
 		return fn(q)
 	})
+	if write && err == nil {
+		db.writes.Add(1)
+	}
 	return err
 }
 
