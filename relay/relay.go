@@ -70,6 +70,9 @@ type Config struct {
 	// SendQueue is the per-agent queue length in frames (default 8). A full
 	// queue disconnects the agent with CloseSlowConsumer.
 	SendQueue int
+	// MaxHandshakes bounds the connections in their TLS handshake at once
+	// (default 128); more wait in the listen backlog. See limit.go.
+	MaxHandshakes int
 	// FlushInterval is how often heartbeats, results and session deltas go
 	// upstream (default 1 s); a large batch goes at once.
 	FlushInterval time.Duration
@@ -111,6 +114,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SendQueue <= 0 {
 		c.SendQueue = 8
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 128
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second
@@ -260,16 +266,18 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("relay: listen: %w", err)
 		}
 	}
+	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: wire.HandshakeTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnState:         lim.connState,
 	}
 	s.log.Info("relay listening", "addr", ln.Addr().String(), "hubs", len(s.cfg.Hubs))
 	serveErr := make(chan error, 1)
-	s.wg.Go(func() { serveErr <- srv.ServeTLS(ln, "", "") })
+	s.wg.Go(func() { serveErr <- srv.ServeTLS(lim, "", "") })
 	if len(s.cfg.Hubs) > 0 {
 		s.wg.Go(func() { s.runUpstream(ctx) })
 	}
