@@ -12,6 +12,8 @@ import (
 )
 
 type relayRunCmd struct {
+	debugFlags `embed:""`
+
 	Hubs     []string `help:"wss:// URLs of the hubs' /v1/relay endpoint, comma-separated." required:"" sep:","`
 	Listen   string   `help:"Address agents connect to (mTLS WebSocket /v1/agent)." default:":7443"`
 	StateDir string   `help:"Relay state directory (from relay enroll): key, certificate, root.pem, bundle cache." required:"" type:"path"`
@@ -60,17 +62,17 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if c.RenewURL == "" {
-		return s.Run(ctx)
-	}
-	renewer := &pki.Renewer{
-		Source:  src,
-		Renew:   pki.HTTPSRenewFunc(c.RenewURL, pki.Peer{TrustDomain: id.TrustDomain, Roots: roots}),
-		Logger:  g.Logger(),
-		OnRenew: files.WriteRenewed,
-	}
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.Run(ctx) })
-	eg.Go(func() error { return renewer.Run(ctx) })
+	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
+	if c.RenewURL != "" {
+		renewer := &pki.Renewer{
+			Source:  src,
+			Renew:   pki.HTTPSRenewFunc(c.RenewURL, pki.Peer{TrustDomain: id.TrustDomain, Roots: roots}),
+			Logger:  g.Logger(),
+			OnRenew: files.WriteRenewed,
+		}
+		eg.Go(func() error { return renewer.Run(ctx) })
+	}
 	return eg.Wait()
 }
