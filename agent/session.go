@@ -62,6 +62,10 @@ type Session struct {
 	// NetDialContext, when set, opens the TCP connections; the bench uses
 	// it to spread simulated agents over loopback source addresses.
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnConnect, when set, is called each time a relay session is
+	// established (its Welcome arrived); the bench counts connected
+	// simulated agents with it.
+	OnConnect func()
 	// Version is sent in Hello.
 	Version string
 	// Clock defaults to RealClock; Logger to a discarding logger.
@@ -223,6 +227,9 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
+	if s.OnConnect != nil {
+		s.OnConnect()
+	}
 	defer func() {
 		s.mu.Lock()
 		s.conn = nil
