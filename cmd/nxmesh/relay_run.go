@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -18,6 +19,8 @@ type relayRunCmd struct {
 	Listen   string   `help:"Address agents connect to (mTLS WebSocket /v1/agent)." default:":7443"`
 	StateDir string   `help:"Relay state directory (from relay enroll): key, certificate, root.pem, bundle cache." required:"" type:"path"`
 	RenewURL string   `help:"A hub's agent listener (https://hub:8444): renew the certificate there at two thirds of its life. Without it the relay runs until its certificate expires."`
+
+	HeartbeatInterval time.Duration `help:"How often agents send a heartbeat (told in Welcome); an agent silent for three intervals is dropped." default:"15s"`
 }
 
 func (c *relayRunCmd) Help() string {
@@ -56,8 +59,10 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 		Source:      src,
 		TrustDomain: id.TrustDomain,
 		Roots:       roots,
-		Version:     version,
-		Logger:      g.Logger(),
+
+		HeartbeatInterval: c.HeartbeatInterval,
+		Version:           version,
+		Logger:            g.Logger(),
 	})
 	if err != nil {
 		return err
