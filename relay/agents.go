@@ -74,22 +74,36 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
 
 	up := wire.NewUpgrader()
 	ws, err := up.Upgrade(w, r, nil)
 	if err != nil {
+		s.wg.Done()
 		return // the upgrader has answered
 	}
+	// The session runs on a goroutine of its own and this handler returns:
+	// the HTTP connection's buffers, request and response are freed, and
+	// so is this goroutine's stack, grown by the TLS handshake. A
+	// WebSocket served from the handler keeps all of it for its lifetime,
+	// a third of an idle session's memory.
+	remote := r.RemoteAddr
+	go func() {
+		defer s.wg.Done()
+		s.runAgentSession(ws, id, remote)
+	}()
+}
+
+// runAgentSession runs one upgraded agent connection until it ends.
+func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote string) {
 	interval := s.cfg.HeartbeatInterval
 	conn := wire.NewConn(ws, wire.MaxAgentMessage, 3*interval)
-	log := s.log.With("agent", id.ID, "remote", r.RemoteAddr)
+	log := s.log.With("agent", id.ID, "remote", remote)
 	if id.Role != pki.RoleAgent || id.TrustDomain != s.cfg.TrustDomain {
 		log.Warn("refusing non-agent certificate on /v1/agent", "identity", id.String())
 		closeAndWait(conn, wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
 		return
 	}
-	ctx := r.Context()
+	ctx := s.sessions
 	m, _, err := conn.Read(ctx)
 	if err != nil {
 		log.Info("agent session ended before hello", "err", err)

@@ -185,6 +185,11 @@ type Server struct {
 
 	slow    atomic.Int64
 	fetches atomic.Int64
+
+	// sessions is the context of every agent session; Run cancels it
+	// when it stops.
+	sessions    context.Context
+	endSessions context.CancelFunc
 }
 
 // New returns a relay for cfg; it loads the disk cache (desired map and
@@ -207,6 +212,7 @@ func New(cfg Config) (*Server, error) {
 		fetching:   map[string]bool{},
 		upKick:     make(chan struct{}, 1),
 	}
+	s.sessions, s.endSessions = context.WithCancel(context.Background())
 	s.desired, err = c.loadDesired()
 	if err != nil {
 		return nil, err
@@ -316,6 +322,7 @@ func (s *Server) runMounted(ctx context.Context) error {
 
 // stop refuses new sessions and returns the live ones, for Run to close.
 func (s *Server) stop() []*agentConn {
+	s.endSessions()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopping = true

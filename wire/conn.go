@@ -61,9 +61,14 @@ const (
 	CloseWait = time.Second
 	// HandshakeTimeout bounds the WebSocket opening handshake.
 	HandshakeTimeout = 10 * time.Second
-	// bufferSize is the read and write buffer size: small, because fleets
-	// hold tens of thousands of mostly idle connections.
+	// bufferSize is the read and write buffer size of dialed connections:
+	// small, because fleets hold tens of thousands of mostly idle ones.
 	bufferSize = 4 << 10
+	// serverReadBufferSize is the read buffer of accepted connections,
+	// smaller still: a relay holds one per agent, it lives as long as the
+	// session, and nearly everything an agent sends (hello, heartbeats)
+	// fits in a few hundred bytes; larger frames take more reads of it.
+	serverReadBufferSize = 1 << 10
 )
 
 // ProtocolMismatchReason is the close reason for CloseProtocolMismatch,
@@ -105,7 +110,7 @@ var writeBufferPool = &sync.Pool{}
 func NewUpgrader() websocket.Upgrader {
 	return websocket.Upgrader{
 		HandshakeTimeout:  HandshakeTimeout,
-		ReadBufferSize:    bufferSize,
+		ReadBufferSize:    serverReadBufferSize,
 		WriteBufferSize:   bufferSize,
 		WriteBufferPool:   writeBufferPool,
 		EnableCompression: false,
