@@ -16,6 +16,12 @@ import (
 // handshake has no valid certificate.
 type Source struct {
 	cur atomic.Pointer[tls.Certificate]
+	// leaf is cur with the leaf alone, what clients present: servers of
+	// the trust domain know its intermediate already (ServerTLSConfig),
+	// and a relay keeps every client's chain for the session's lifetime,
+	// so an intermediate sent and parsed per connection is memory spent
+	// ten thousand times over.
+	leaf atomic.Pointer[tls.Certificate]
 }
 
 // NewSource returns a Source serving cert. cert.Leaf is parsed if unset.
@@ -39,8 +45,25 @@ func (s *Source) Store(cert tls.Certificate) error {
 		}
 		cert.Leaf = leaf
 	}
+	leafOnly := cert
+	leafOnly.Certificate = cert.Certificate[:1]
 	s.cur.Store(&cert)
+	s.leaf.Store(&leafOnly)
 	return nil
+}
+
+// intermediates returns the CA certificates of the current chain, after
+// the leaf.
+func (s *Source) intermediates() ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, der := range s.Current().Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("parse own certificate chain: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // Current returns the certificate handshakes use now. Callers must not
@@ -52,9 +75,10 @@ func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 	return s.Current(), nil
 }
 
-// GetClientCertificate implements tls.Config.GetClientCertificate.
+// GetClientCertificate implements tls.Config.GetClientCertificate: the
+// leaf alone, without its intermediate (see Source.leaf).
 func (s *Source) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	return s.Current(), nil
+	return s.leaf.Load(), nil
 }
 
 // Peer says which peers a TLS config accepts.
@@ -102,12 +126,27 @@ func ServerTLSConfig(src *Source, peer Peer) (*tls.Config, error) {
 	if err := peer.validate(); err != nil {
 		return nil, err
 	}
+	// Clients present their leaf alone; its issuer is the intermediate of
+	// this server's own chain (one CA per trust domain), so that joins the
+	// roots as a trust anchor. It grants nothing the root does not: it is
+	// the root's own intermediate.
+	inter, err := src.intermediates()
+	if err != nil {
+		return nil, err
+	}
+	clientCAs := peer.Roots
+	if len(inter) > 0 {
+		clientCAs = peer.Roots.Clone()
+		for _, c := range inter {
+			clientCAs.AddCert(c)
+		}
+	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		MaxVersion:     tls.VersionTLS13,
 		GetCertificate: src.GetCertificate,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      peer.Roots,
+		ClientCAs:      clientCAs,
 		Time:           peer.Time,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.VerifiedChains) == 0 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -29,7 +31,16 @@ func (c *relayRunCmd) Help() string {
 With --renew-url the certificate renews itself over mTLS before it expires and the new chain is written to --state-dir.`
 }
 
+// relayGCPercent is the relay's default GOGC. Nearly all of a relay's
+// memory is long-lived agent sessions and it makes little garbage, so
+// collecting at 25 % heap growth instead of Go's 100 % keeps its memory
+// per session far lower for little CPU. GOGC in the environment wins.
+const relayGCPercent = 25
+
 func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(relayGCPercent)
+	}
 	files := pki.Files{Dir: c.StateDir, Role: pki.RoleRelay}
 	cert, err := files.LoadKeyPair()
 	if err != nil {
