@@ -28,9 +28,10 @@ type Config struct {
 	HubID string
 	// TrustDomain is the installation's; relays of others are refused.
 	TrustDomain string
-	// Debounce is how long a workspace must be quiet after a revision
-	// before its agents get it (default 100 ms); MaxDelay bounds the wait
-	// under a steady stream of writes (default 1 s).
+	// Debounce: a revision after a quiet spell goes to agents at once;
+	// revisions that follow within Debounce (default 100 ms) wait until the
+	// workspace has been quiet that long, at most MaxDelay (default 1 s)
+	// under a steady stream of writes.
 	Debounce, MaxDelay time.Duration
 	// PollInterval is how often the hub looks for revisions other hubs
 	// committed (default 1 s).
@@ -96,9 +97,11 @@ type Fleet struct {
 	heads map[string]int64
 	// fresh are agents whose desired bundle must be computed.
 	fresh map[string]bool
-	// notified are workspaces with a revision not yet pushed: when the
-	// first and the latest notification came.
+	// notified are workspaces with a revision not yet pushed.
 	notified map[string]notice
+	// pushed is when each workspace's agents were last recomputed for a
+	// new revision.
+	pushed map[string]time.Time
 	// status are agent status writes not yet flushed, by agent id.
 	status map[string]store.AgentStatus
 	// gone are ended sessions not yet written, by relay id.
@@ -115,7 +118,12 @@ type Fleet struct {
 	revokedChecked time.Time
 }
 
-type notice struct{ first, last time.Time }
+// notice is a workspace's revisions waiting to be pushed: when the first
+// and the latest came, and whether the first may go at once.
+type notice struct {
+	first, last time.Time
+	now         bool
+}
 
 // agentInfo is what enrollment recorded about an agent.
 type agentInfo struct {
@@ -151,6 +159,7 @@ func New(cfg Config) (*Fleet, error) {
 		heads:       map[string]int64{},
 		fresh:       map[string]bool{},
 		notified:    map[string]notice{},
+		pushed:      map[string]time.Time{},
 		status:      map[string]store.AgentStatus{},
 		gone:        map[string][]string{},
 		relayWrites: map[string]store.Relay{},
@@ -173,6 +182,9 @@ func (f *Fleet) Notify(ws string) {
 	n, ok := f.notified[ws]
 	if !ok {
 		n.first = now
+		// A change after a quiet spell goes at once; only what follows
+		// it within Debounce waits (leading and trailing edge).
+		n.now = now.Sub(f.pushed[ws]) >= f.cfg.Debounce
 	}
 	n.last = now
 	f.notified[ws] = n
@@ -279,9 +291,10 @@ func (f *Fleet) reconcile(ctx context.Context) time.Duration {
 	due := map[string]bool{}
 	for ws, n := range f.notified {
 		left := min(n.last.Add(f.cfg.Debounce).Sub(now), n.first.Add(f.cfg.MaxDelay).Sub(now))
-		if left <= 0 {
+		if n.now || left <= 0 {
 			due[ws] = true
 			delete(f.notified, ws)
+			f.pushed[ws] = now
 		} else if wait == 0 || left < wait {
 			wait = left
 		}
