@@ -99,6 +99,7 @@ func (db *DB) rollbackOnce(ctx context.Context, ws string, number int64, c Chang
 	})
 	res, err := guarded.commit(ctx, ws, muts, c)
 	db.retries.Add(guarded.retries.Load())
+	db.writes.Add(guarded.writes.Load())
 	if err != nil {
 		return ApplyResult{}, err
 	}
