@@ -69,6 +69,8 @@ const (
 	// session, and nearly everything an agent sends (hello, heartbeats)
 	// fits in a few hundred bytes; larger frames take more reads of it.
 	serverReadBufferSize = 1 << 10
+	// firstFrameBuffer is the buffer a frame is first read into.
+	firstFrameBuffer = 512
 )
 
 // ProtocolMismatchReason is the close reason for CloseProtocolMismatch,
@@ -264,7 +266,9 @@ func (c *Conn) read() (Message, []byte, error) {
 	if c.readLimit > 0 {
 		limit = min(limit, c.readLimit)
 	}
-	frame := make([]byte, 1, min(limit, bufferSize))
+	// Most frames are heartbeats of about a hundred bytes: start small,
+	// readBounded doubles the buffer for the rare large one.
+	frame := make([]byte, 1, min(limit, firstFrameBuffer))
 	frame[0] = first[0]
 	frame, err = readBounded(r, frame, limit)
 	if err != nil {
