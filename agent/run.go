@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -94,6 +95,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return fmt.Errorf("agent run: %w", err)
 	}
+	// Reconnects resume the TLS session: far cheaper for a relay that
+	// thousands of agents reconnect to at once.
+	tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(len(cfg.Relays))
 	var bin *nginx.Binary
 	if cfg.NginxBinary != "" {
 		bin = &nginx.Binary{Path: cfg.NginxBinary}

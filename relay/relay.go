@@ -265,6 +265,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
+	if err := s.useTicketKeys(tlsCfg); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
 	ln := s.cfg.Listener
 	if ln == nil {
 		ln, err = net.Listen("tcp", s.cfg.Listen)
@@ -287,6 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.Hubs) > 0 {
 		s.wg.Go(func() { s.runUpstream(ctx) })
 	}
+	s.wg.Go(func() { s.rotateTicketKeys(ctx, tlsCfg) })
 	var runErr error
 	select {
 	case <-ctx.Done():
