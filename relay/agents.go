@@ -100,7 +100,7 @@ func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote str
 	log := s.log.With("agent", id.ID, "remote", remote)
 	if id.Role != pki.RoleAgent || id.TrustDomain != s.cfg.TrustDomain {
 		log.Warn("refusing non-agent certificate on /v1/agent", "identity", id.String())
-		closeAndWait(conn, wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
+		conn.CloseAndWait(wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
 		return
 	}
 	ctx := s.sessions
@@ -112,18 +112,18 @@ func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote str
 	hello, ok := m.(*wire.Hello)
 	if !ok {
 		log.Info("agent's first message is not hello", "type", m.Type())
-		closeAndWait(conn, wire.CloseMalformed, "first message must be hello")
+		conn.CloseAndWait(wire.CloseMalformed, "first message must be hello")
 		return
 	}
 	if hello.Protocol != wire.Protocol {
-		closeAndWait(conn, wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
+		conn.CloseAndWait(wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
 		return
 	}
 	a := &agentConn{s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(), applied: hello.AppliedHash}
 	old, refused := s.register(a)
 	if refused != "" {
 		log.Info("refusing revoked agent")
-		closeAndWait(conn, wire.CloseRevoked, refused)
+		conn.CloseAndWait(wire.CloseRevoked, refused)
 		return
 	}
 	if old != nil {
@@ -159,25 +159,12 @@ func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote str
 			// A known type in the wrong direction is a protocol violation
 			// of this session only.
 			log.Info("unexpected message from agent", "type", m.Type())
-			closeAndWait(conn, wire.CloseMalformed, "unexpected "+m.Type().String())
+			conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
 			return
 		}
 	}
 }
 
-// closeAndWait sends a close frame and reads until the peer answers (or
-// CloseWait), as the reading goroutine.
-func closeAndWait(conn *wire.Conn, code int, reason string) {
-	_ = conn.Close(code, reason)
-	ctx, cancel := context.WithTimeout(context.Background(), wire.CloseWait)
-	defer cancel()
-	for {
-		if _, _, err := conn.Read(ctx); err != nil {
-			conn.CloseNow()
-			return
-		}
-	}
-}
 
 // register makes a the session of its agent. It returns the older session
 // it replaced, or a non-empty reason when the agent is revoked.

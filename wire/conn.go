@@ -298,6 +298,14 @@ func (c *Conn) closeAndDrain(code int, reason string) {
 	}
 }
 
+// CloseAndWait sends a close frame with code and reason, reads until the
+// peer answers (at most CloseWait) and closes the connection. Only the
+// goroutine that reads may call it, in place of further Reads.
+func (c *Conn) CloseAndWait(code int, reason string) {
+	c.closeAndDrain(code, reason)
+	c.CloseNow()
+}
+
 // Write sends m with payload, waiting at most the write deadline
 // (DefaultWriteWait). A write that times out leaves the connection broken:
 // the caller closes it (the peer is a slow consumer).

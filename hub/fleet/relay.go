@@ -101,7 +101,7 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 	log := f.log.With("relay", id.ID, "remote", r.RemoteAddr)
 	if id.Role != pki.RoleRelay || id.TrustDomain != f.cfg.TrustDomain {
 		log.Warn("fleet: refusing non-relay certificate on /v1/relay", "identity", id.String())
-		closeAndWait(conn, wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
+		conn.CloseAndWait(wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
 		return
 	}
 	ctx := r.Context()
@@ -111,11 +111,11 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 	}
 	hello, ok := m.(*wire.RelayHello)
 	if !ok {
-		closeAndWait(conn, wire.CloseMalformed, "first message must be relay hello")
+		conn.CloseAndWait(wire.CloseMalformed, "first message must be relay hello")
 		return
 	}
 	if hello.Protocol != wire.Protocol {
-		closeAndWait(conn, wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
+		conn.CloseAndWait(wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
 		return
 	}
 	m, _, err = conn.Read(ctx)
@@ -124,7 +124,7 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 	}
 	snap, ok := m.(*wire.Snapshot)
 	if !ok {
-		closeAndWait(conn, wire.CloseMalformed, "second message must be a snapshot")
+		conn.CloseAndWait(wire.CloseMalformed, "second message must be a snapshot")
 		return
 	}
 	rs := &relaySession{
@@ -157,25 +157,12 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 			f.onFetch(rs, m.Hash)
 		default:
 			log.Warn("fleet: unexpected message from relay", "type", m.Type())
-			closeAndWait(conn, wire.CloseMalformed, "unexpected "+m.Type().String())
+			conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
 			return
 		}
 	}
 }
 
-// closeAndWait sends a close frame and reads until the peer answers (or
-// wire.CloseWait), as the reading goroutine.
-func closeAndWait(conn *wire.Conn, code int, reason string) {
-	_ = conn.Close(code, reason)
-	ctx, cancel := context.WithTimeout(context.Background(), wire.CloseWait)
-	defer cancel()
-	for {
-		if _, _, err := conn.Read(ctx); err != nil {
-			conn.CloseNow()
-			return
-		}
-	}
-}
 
 // writeLoop writes what the fleet queued for rs until ctx ends or a write
 // fails (then the session is cut; the relay reconnects and resyncs).
