@@ -165,7 +165,6 @@ func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote str
 	}
 }
 
-
 // register makes a the session of its agent. It returns the older session
 // it replaced, or a non-empty reason when the agent is revoked.
 func (s *Server) register(a *agentConn) (old *agentConn, refused string) {

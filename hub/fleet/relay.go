@@ -163,7 +163,6 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 // writeLoop writes what the fleet queued for rs until ctx ends or a write
 // fails (then the session is cut; the relay reconnects and resyncs).
 func (rs *relaySession) writeLoop(ctx context.Context) {
