@@ -122,6 +122,13 @@ type StormResult struct {
 	BackMs        float64 `json:"backMs"`      // until all reconnected
 	ConvergedMs   float64 `json:"convergedMs"` // until all on the desired hash
 	Reconnects    int     `json:"reconnects"`
+	// Converged is false when the hub did not count every agent applied
+	// within the run's timeout; ConvergedMs is then the time waited.
+	Converged bool `json:"converged"`
+	// Resumed counts the reconnects whose TLS handshake resumed a session
+	// (only possible with TLSResumption, and only when the restarted
+	// relay accepts tickets issued before its restart).
+	Resumed int `json:"resumed"`
 }
 
 // HeartbeatResult is N agents heartbeating for a while.

@@ -34,6 +34,7 @@ type cli struct {
 	Agent    agentCmd    `cmd:"" help:"The nginx sidecar: enroll with a hub."`
 	Relay    relayCmd    `cmd:"" help:"The regional relay: enroll with a hub."`
 	Demo     demoCmd     `cmd:"" help:"Run a hub, a relay and an agent with a real nginx on this machine, and a sample site."`
+	Bench    benchCmd    `cmd:"" help:"Drive a hub and relays with thousands of simulated agents and measure connect, push, storm and heartbeat."`
 }
 
 // Globals are flags shared by every command.

@@ -1,0 +1,335 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nxmesh/nxmesh/agent"
+	"github.com/nxmesh/nxmesh/pki"
+)
+
+// fleet is the simulated agents of a run: each the real agent.Session (TLS,
+// WebSocket, wire, reconnects with backoff, heartbeats, results) and the
+// real agent.Loop, with an in-memory apply instead of nginx. NOT an nginx:
+// the bench measures the control plane, and ten thousand nginx do not fit
+// on one machine.
+type fleet struct {
+	agents []*sim
+
+	// Counted at the agents, over the whole run.
+	connected  atomic.Int64 // sessions established now
+	heartbeats atomic.Int64 // heartbeats sent
+	handshakes atomic.Int64 // TLS handshakes completed
+	resumed    atomic.Int64 // ... of which resumed a TLS session
+	// resumption says whether agents offer their TLS session tickets; the
+	// tickets are always kept, so that a storm can switch it on.
+	resumption atomic.Bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// sim is one simulated agent.
+type sim struct {
+	id    string
+	relay int // index into the cluster's relays
+	f     *fleet
+	sess  *agent.Session
+	loop  *agent.Loop
+
+	mu        sync.Mutex // guards the fields below
+	live      string     // hash of the last applied bundle
+	reports   []ack      // the latest results, oldest first, at most maxReports
+	conn      *trackedConn
+	up        bool      // a session is established on conn
+	connects  int       // sessions established, ever
+	connectAt time.Time // when the last one was
+}
+
+// ack is one result the agent reported: the hash and when Report was
+// called with it.
+type ack struct {
+	hash string
+	at   time.Time
+}
+
+// maxReports bounds the results each agent remembers; a push round looks
+// only at the results since its commit.
+const maxReports = 8
+
+// Live implements agent.LiveHasher: the hash in Hello and in heartbeats.
+func (s *sim) Live() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live, nil
+}
+
+// onResult records an apply's result and hands it to the session, as the
+// real agent's Loop does with Session.Report. The ack time is taken here,
+// when Report is called.
+func (s *sim) onResult(r agent.Result) {
+	now := time.Now()
+	s.mu.Lock()
+	if r.State == agent.Applied {
+		s.live = r.Hash
+	}
+	if len(s.reports) == maxReports {
+		s.reports = append(s.reports[:0], s.reports[1:]...)
+	}
+	s.reports = append(s.reports, ack{hash: r.Hash, at: now})
+	s.mu.Unlock()
+	s.sess.Report(r)
+}
+
+// memApply is the simulated agent's apply: it accepts every bundle at once.
+// It is generic only so that this package need not name nginx.Bundle (the
+// bench may import wire, pki and agent; DESIGN.md): agent.NewLoop's
+// ApplyFunc instantiates it with *nginx.Bundle.
+func memApply[B any](_ context.Context, b B) agent.Result {
+	return agent.Result{State: agent.Applied, Hash: bundleHash(b)}
+}
+
+// bundleHash is the Hash field of a *nginx.Bundle, read by reflection for
+// the reason memApply gives. The session has already decompressed the
+// bundle and checked its files against this hash.
+func bundleHash(b any) string {
+	v := reflect.ValueOf(b)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return ""
+	}
+	h := v.FieldByName("Hash")
+	if h.Kind() != reflect.String {
+		return ""
+	}
+	return h.String()
+}
+
+// connected is Session.OnConnect: the session on the connection dialed
+// last is established.
+func (s *sim) connected() {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connects++
+	s.connectAt = now
+	if !s.up {
+		s.up = true
+		s.f.connected.Add(1)
+	}
+}
+
+// closed is called once when a connection of this agent closes.
+func (s *sim) closed(c *trackedConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == c && s.up {
+		s.up = false
+		s.f.connected.Add(-1)
+	}
+}
+
+// state is a snapshot of the agent for the scenarios.
+func (s *sim) state() (up bool, connects int, connectAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up, s.connects, s.connectAt
+}
+
+// ackSince is the first result for hash reported at or after t.
+func (s *sim) ackSince(hash string, t time.Time) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.reports {
+		if a.hash == hash && !a.at.Before(t) {
+			return a.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// reportedSince says whether the agent reported any result for a hash
+// other than prev at or after t.
+func (s *sim) reportedSince(prev string, t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.reports {
+		if a.hash != prev && !a.at.Before(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// trackedConn is an agent's TCP connection that tells its agent when it
+// closes: agent.Session has no disconnect hook, and every session ends by
+// closing its connection.
+type trackedConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func(*trackedConn)
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.onClose(c) })
+	return c.Conn.Close()
+}
+
+// sourceAddr is the loopback source address of agent i: 127.0.0.2 and up,
+// so that each address needs at most maxAgentsPerSource ephemeral ports.
+func sourceAddr(i, addrs int) net.IP {
+	return net.IPv4(127, 0, 0, byte(2+i%addrs))
+}
+
+// switchCache is a TLS client session cache that always keeps tickets and
+// offers them only while the fleet's resumption is on.
+type switchCache struct {
+	on    *atomic.Bool
+	cache tls.ClientSessionCache
+}
+
+func (c switchCache) Get(key string) (*tls.ClientSessionState, bool) {
+	if !c.on.Load() {
+		return nil, false
+	}
+	return c.cache.Get(key)
+}
+
+func (c switchCache) Put(key string, cs *tls.ClientSessionState) { c.cache.Put(key, cs) }
+
+// newFleet makes one simulated agent per identity, agent i for relay
+// i mod len(relayURLs); start starts them.
+func newFleet(ids []identity, relayURLs []string, roots *x509.CertPool, addrs int, version string) (*fleet, error) {
+	f := &fleet{agents: make([]*sim, len(ids))}
+	for i, id := range ids {
+		s, err := f.newSim(i, id, relayURLs, roots, addrs, version)
+		if err != nil {
+			return nil, err
+		}
+		f.agents[i] = s
+	}
+	return f, nil
+}
+
+// start starts every agent, at most rate per second (0: all at once). The
+// agents run until stop.
+func (f *fleet) start(ctx context.Context, rate int) {
+	ctx, f.cancel = context.WithCancel(ctx)
+	f.wg.Go(func() {
+		var tick *time.Ticker
+		if rate > 0 {
+			// Start agents in small groups, so that the rate holds without a
+			// timer per agent.
+			tick = time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+		}
+		per := max(rate/100, 1)
+		for i, s := range f.agents {
+			if tick != nil && i > 0 && i%per == 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+			f.wg.Go(func() { _ = s.loop.Run(ctx) })
+			f.wg.Go(func() { _ = s.sess.Run(ctx) })
+		}
+	})
+}
+
+func (f *fleet) newSim(i int, id identity, relayURLs []string, roots *x509.CertPool, addrs int, version string) (*sim, error) {
+	src, err := pki.NewSource(id.cert)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", id.id, err)
+	}
+	cfg, err := pki.ClientTLSConfig(src, pki.Peer{TrustDomain: "nxmesh.local", Roots: roots, Roles: []pki.Role{pki.RoleRelay, pki.RoleHub}})
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", id.id, err)
+	}
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := verify(cs); err != nil {
+			return err
+		}
+		f.handshakes.Add(1)
+		if cs.DidResume {
+			f.resumed.Add(1)
+		}
+		return nil
+	}
+	cfg.ClientSessionCache = switchCache{on: &f.resumption, cache: tls.NewLRUClientSessionCache(1)}
+
+	s := &sim{id: id.id, relay: i % len(relayURLs), f: f}
+	dialer := &net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: sourceAddr(i, addrs)},
+		Timeout:   10 * time.Second,
+	}
+	s.loop = agent.NewLoop(memApply, nil, s.onResult)
+	s.sess = &agent.Session{
+		Relays:  []string{relayURLs[s.relay]},
+		TLS:     cfg,
+		Applier: s,
+		Loop:    s.loop,
+		// Counted where the session reads it: once per heartbeat.
+		NginxUp: func() bool { f.heartbeats.Add(1); return true },
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := &trackedConn{Conn: c, onClose: s.closed}
+			s.mu.Lock()
+			s.conn = tc
+			s.mu.Unlock()
+			return tc, nil
+		},
+		OnConnect: s.connected,
+		Version:   version,
+	}
+	return s, nil
+}
+
+// stop ends every agent session and waits for them.
+func (f *fleet) stop() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+}
+
+// raiseFileLimit makes room for need open files, raising the hard limit
+// too when allowed (root). It returns a note for the result when the limit
+// stays below need; children started afterwards inherit the limit.
+func raiseFileLimit(need uint64) (note string) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Sprintf("could not read the open files limit (%v); %d agents need about %d", err, need, need)
+	}
+	if lim.Cur >= need {
+		return ""
+	}
+	want := lim
+	want.Cur = need
+	if lim.Max < need {
+		want.Max = need
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return ""
+	}
+	// Not allowed past the hard limit: take all of it.
+	want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return fmt.Sprintf("open files limit is %d, below the %d this run needs, and could not be raised (hard limit %d): expect failed connections; raise it with ulimit -n as root", lim.Cur, need, lim.Max)
+}
