@@ -15,7 +15,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # Where make demo keeps the hub, relay and agent state between runs.
 DEMO_DIR  ?= .demo
 
-.PHONY: all build demo test test-deps test-unit fuzz lint clean
+.PHONY: all build demo bench test test-deps test-unit fuzz lint clean
 
 all: build
 
@@ -27,6 +27,10 @@ build:
 demo: build
 	./scripts/test-deps.sh nginx
 	./bin/nxmesh demo --data-dir $(DEMO_DIR)
+
+## bench: the reference load run (10,000 simulated agents, 2 relays, 1 hub on SQLite; connect, 10 pushes, a storm): prints the table, writes .bench/standard.json and .bench/standard.html
+bench: build
+	./bin/nxmesh bench standard --json .bench/standard.json --html .bench/standard.html
 
 ## test-deps: install what the tests talk to (nginx, PostgreSQL server binaries)
 test-deps:
