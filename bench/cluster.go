@@ -90,19 +90,18 @@ func (c *cluster) waitHub(ctx context.Context) error {
 			return false, c.hub.exitErr()
 		default:
 		}
-		pem, err := os.ReadFile(rootPath)
-		if err != nil {
-			return false, nil // not created yet
+		if c.api == nil {
+			pem, err := os.ReadFile(rootPath)
+			if err != nil {
+				return false, nil // not created yet
+			}
+			api, err := newHubAPI("https://"+c.apiAddr, pem, c.cfg.Enrollers+2)
+			if err != nil {
+				return false, nil // half written
+			}
+			c.rootPEM, c.api = pem, api
 		}
-		api, err := newHubAPI("https://"+c.apiAddr, pem, c.cfg.Enrollers+2)
-		if err != nil {
-			return false, nil // half written
-		}
-		if err := api.do(ctx, "GET", "/healthz", nil, nil); err != nil {
-			return false, nil // not listening yet
-		}
-		c.rootPEM, c.api = pem, api
-		return true, nil
+		return c.api.do(ctx, "GET", "/healthz", nil, nil) == nil, nil
 	})
 	if err != nil {
 		return err

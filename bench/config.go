@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"time"
@@ -75,10 +74,8 @@ type Config struct {
 	Timeout time.Duration
 	// Version is the nxmesh version, for the report.
 	Version string
-	// Progress receives the live progress line (default os.Stderr); Logger
-	// what goes wrong along the way (default discards).
+	// Progress receives the live progress line (default os.Stderr).
 	Progress io.Writer
-	Logger   *slog.Logger
 
 	// beforeStop, when set, runs after the scenario, while the hub and the
 	// relays still run (tests look at the hub through its API).
@@ -152,9 +149,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Progress == nil {
 		c.Progress = os.Stderr
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
 }

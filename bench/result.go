@@ -112,6 +112,9 @@ type PushResult struct {
 	Agents    int     `json:"agents"`
 	LastAckMs float64 `json:"lastAckMs"`
 	Latency   Latency `json:"latency"` // API answer to each agent's ack
+	// HubConvergedMs is from the API's answer until the hub's convergence
+	// endpoint counted every agent applied (polled: an upper bound).
+	HubConvergedMs float64 `json:"hubConvergedMs"`
 }
 
 // StormResult is a relay killed and restarted (or agents moved).

@@ -22,6 +22,8 @@ type env struct {
 	smp   *sampler
 	nonce string // makes every push of every run a real change
 	rev   int64  // the workspace revision the agents should run
+	// nextAsk is when converged may ask the hub again.
+	nextAsk time.Time
 	// hubSays is the hub's last convergence answer, for the progress line.
 	hubSays atomic.Value
 

@@ -68,7 +68,6 @@ func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
 		Timeout:           c.Timeout,
 		Version:           version,
 		Progress:          g.stderr,
-		Logger:            g.Logger(),
 	})
 	if res == nil {
 		return err
