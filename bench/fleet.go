@@ -54,11 +54,12 @@ type sim struct {
 	connectAt time.Time // when the last one was
 }
 
-// ack is one result the agent reported: the hash and when Report was
-// called with it.
+// ack is one result the agent reported: the hash, when Report was called
+// with it, and whether it said applied.
 type ack struct {
-	hash string
-	at   time.Time
+	hash    string
+	at      time.Time
+	applied bool
 }
 
 // maxReports bounds the results each agent remembers; a push round looks
@@ -84,7 +85,7 @@ func (s *sim) onResult(r agent.Result) {
 	if len(s.reports) == maxReports {
 		s.reports = append(s.reports[:0], s.reports[1:]...)
 	}
-	s.reports = append(s.reports, ack{hash: r.Hash, at: now})
+	s.reports = append(s.reports, ack{hash: r.Hash, at: now, applied: r.State == agent.Applied})
 	s.mu.Unlock()
 	s.sess.Report(r)
 }
@@ -146,12 +147,12 @@ func (s *sim) state() (up bool, connects int, connectAt time.Time) {
 	return s.up, s.connects, s.connectAt
 }
 
-// ackSince is the first result for hash reported at or after t.
+// ackSince is the first result applying hash reported at or after t.
 func (s *sim) ackSince(hash string, t time.Time) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.reports {
-		if a.hash == hash && !a.at.Before(t) {
+		if a.applied && a.hash == hash && !a.at.Before(t) {
 			return a.at, true
 		}
 	}
