@@ -309,28 +309,27 @@ func (f *fleet) stop() {
 	f.wg.Wait()
 }
 
-// raiseFileLimit makes room for need open files, raising the hard limit
-// too when allowed (root). It returns a note for the result when the limit
-// stays below need; children started afterwards inherit the limit.
-func raiseFileLimit(need uint64) (note string) {
+// raiseFileLimit raises RLIMIT_NOFILE towards want, the hard limit too
+// when allowed (root, unless a sandbox refuses); daemons started
+// afterwards inherit it. It returns the soft limit in force and why it is
+// below want, if it is.
+func raiseFileLimit(want uint64) (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Sprintf("could not read the open files limit (%v); %d agents need about %d", err, need, need)
+		return 0, fmt.Errorf("read the open files limit: %w", err)
 	}
-	if lim.Cur >= need {
-		return ""
+	if lim.Cur >= want {
+		return lim.Cur, nil
 	}
-	want := lim
-	want.Cur = need
-	if lim.Max < need {
-		want.Max = need
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
-		return ""
+	up := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up)
+	if err == nil {
+		return want, nil
 	}
 	// Not allowed past the hard limit: take all of it.
-	want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
-	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	return fmt.Sprintf("open files limit is %d, below the %d this run needs, and could not be raised (hard limit %d): expect failed connections; raise it with ulimit -n as root", lim.Cur, need, lim.Max)
+	up = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+	if err2 := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up); err2 != nil {
+		return lim.Cur, fmt.Errorf("raise the open files limit from %d: %w", lim.Cur, err2)
+	}
+	return lim.Max, fmt.Errorf("raise the open files limit to %d (hard limit %d): %w", want, lim.Max, err)
 }

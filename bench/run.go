@@ -72,8 +72,16 @@ func (e *env) note(format string, args ...any) {
 // run sets up, runs the scenario and tears down.
 func (e *env) run(ctx context.Context) (err error) {
 	cfg := e.cfg
-	if note := raiseFileLimit(uint64(cfg.Agents) + 4096); note != "" {
-		e.note("%s", note)
+	// Every agent is an open connection in this process and in its relay,
+	// plus a few hundred files and API connections; a few thousand more
+	// leave room for reconnects in flight.
+	need, want := uint64(cfg.Agents)+512, uint64(cfg.Agents)+4096
+	limit, err := raiseFileLimit(want)
+	if limit < need {
+		return fmt.Errorf("bench: %d agents need about %d open files, and the limit is %d: %v; run fewer agents", cfg.Agents, need, limit, err)
+	}
+	if err != nil {
+		e.note("open files limit is %d, a little below the %d asked for: %v", limit, want, err)
 	}
 	// After raising the limit, so that the report shows the one in force.
 	e.res.Machine = CollectMachine(cfg.Version)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -196,14 +197,16 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 
 	// Wait until every agent reported a result for a new hash; which hash
 	// it should be is the hub's to say, below.
-	next := 0
+	var acked atomic.Int64 // agents[:acked] have reported; read by the progress line
 	e.smp.setPhase(fmt.Sprintf("push %d/%d", round, e.cfg.Pushes), func() string {
-		return fmt.Sprintf("revision %d, about %d/%d agents acked", ans.Revision, next, len(agents))
+		return fmt.Sprintf("revision %d, about %d/%d agents acked", ans.Revision, acked.Load(), len(agents))
 	})
 	waitErr := e.wait(ctx, fmt.Sprintf("push %d: every agent to ack", round), 5*time.Millisecond, func() (bool, error) {
+		next := int(acked.Load())
 		for next < len(agents) && agents[next].reportedSince(prev[next], sent) {
 			next++
 		}
+		acked.Store(int64(next))
 		return next == len(agents), nil
 	})
 
@@ -315,19 +318,21 @@ func (e *env) storm(ctx context.Context, round int, resume bool) (StormResult, e
 			return sr, err
 		}
 	}
-	back := 0
+	var back atomic.Int64 // hit[:back] are back; read by the progress line
 	e.smp.setPhase(fmt.Sprintf("storm %d (TLS resumption %s)", round, mode), func() string {
-		return fmt.Sprintf("about %d/%d agents back", back, len(hit))
+		return fmt.Sprintf("about %d/%d agents back", back.Load(), len(hit))
 	})
 	err := e.wait(ctx, fmt.Sprintf("storm %d: every agent back", round), 10*time.Millisecond, func() (bool, error) {
-		for back < len(hit) {
-			up, n, _ := hit[back].s.state()
-			if !up || n <= hit[back].connects {
+		i := int(back.Load())
+		for i < len(hit) {
+			up, n, _ := hit[i].s.state()
+			if !up || n <= hit[i].connects {
 				break
 			}
-			back++
+			i++
 		}
-		return back == len(hit), nil
+		back.Store(int64(i))
+		return i == len(hit), nil
 	})
 	if err != nil {
 		return sr, err
@@ -499,14 +504,15 @@ func (e *env) wait(ctx context.Context, what string, interval time.Duration, con
 //
 // An answer costs the hub real work (about 150 ms of CPU at 10,000
 // agents), so the bench asks again only after three times as long as the
-// last answer took: waiting must not slow down what it waits for.
+// last answer took, but at most a second (what is waited for is also
+// timed): waiting must not slow down what it waits for.
 func (e *env) converged(ctx context.Context, rev int64) (bool, error) {
 	if time.Now().Before(e.nextAsk) {
 		return false, nil
 	}
 	t := time.Now()
 	c, err := e.cl.api.convergence(ctx, rev)
-	e.nextAsk = time.Now().Add(3 * time.Since(t))
+	e.nextAsk = time.Now().Add(min(3*time.Since(t), time.Second))
 	if err != nil {
 		return false, err
 	}

@@ -69,8 +69,8 @@ func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
 		Version:           version,
 		Progress:          g.stderr,
 	})
-	if res == nil {
-		return err
+	if res == nil || res.Connect == nil {
+		return err // failed before measuring anything
 	}
 	// What was measured is written even when the run failed midway.
 	errs := []error{err}
