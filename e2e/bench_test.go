@@ -77,6 +77,32 @@ func (m *memAgent) state() (string, time.Time) {
 	return m.live, m.at
 }
 
+// memAgents enrolls n agents over the API and returns their sessions
+// (not running) for relayURL.
+func memAgents(t testing.TB, h *hubEnv, n int, relayURL string) []*memAgent {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(h.srv.RootPEM())
+	var tok struct{ Token string }
+	h.mustDo("POST", "/api/v1/workspaces/default/enrollment-tokens", map[string]any{"role": "agent", "uses": n}, &tok)
+	agents := make([]*memAgent, n)
+	for i := range agents {
+		src, err := pki.NewSource(enrollHTTP(t, h, tok.Token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsCfg, err := pki.ClientTLSConfig(src, pki.Peer{TrustDomain: "nxmesh.local", Roots: roots, Roles: []pki.Role{pki.RoleRelay, pki.RoleHub}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &memAgent{changed: make(chan struct{}, 1)}
+		m.sess = &agent.Session{Relays: []string{relayURL}, TLS: tlsCfg, Applier: m, Loop: m,
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+		agents[i] = m
+	}
+	return agents
+}
+
 // BenchmarkPush1000Agents: 1,000 agent sessions (real TLS, WebSockets and
 // certificates, in-memory appliers) behind one relay; each iteration
 // commits a change through the API and waits for the last ack. It reports
@@ -111,23 +137,8 @@ func BenchmarkPush1000Agents(b *testing.B) {
 	wg.Go(func() { _ = rs.Run(ctx) })
 	relayURL := "wss://" + ln.Addr().String() + "/v1/agent"
 
-	var tok struct{ Token string }
-	h.mustDo("POST", "/api/v1/workspaces/default/enrollment-tokens", map[string]any{"role": "agent", "uses": n}, &tok)
-	agents := make([]*memAgent, n)
-	for i := range agents {
-		cert := enrollHTTP(b, h, tok.Token)
-		asrc, err := pki.NewSource(cert)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tlsCfg, err := pki.ClientTLSConfig(asrc, pki.Peer{TrustDomain: "nxmesh.local", Roots: roots, Roles: []pki.Role{pki.RoleRelay}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		m := &memAgent{changed: make(chan struct{}, 1)}
-		m.sess = &agent.Session{Relays: []string{relayURL}, TLS: tlsCfg, Applier: m, Loop: m,
-			MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
-		agents[i] = m
+	agents := memAgents(b, h, n, relayURL)
+	for _, m := range agents {
 		wg.Go(func() { _ = m.sess.Run(ctx) })
 	}
 	up := upstream(b, "ok")

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -412,4 +413,31 @@ func TestTwoHubsOnPostgres(t *testing.T) {
 		t.Errorf("session on hub b's relay after deletion on hub a: close code %d, want %d", code, wire.CloseRevoked)
 	}
 	t.Logf("deletion on hub a cut the session on hub b's relay after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRelayRestartKeepsAgentsOnline: a relay killed and started again
+// (same identity) under 100 agents: once they are back, the hub counts
+// every one online. A disconnect of the old session written after the
+// new session's status once left agents offline for minutes.
+func TestRelayRestartKeepsAgentsOnline(t *testing.T) {
+	h := startHub(t, "")
+	r := startRelay(t, h)
+	const n = 100
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, m := range memAgents(t, h, n, r.url()) {
+		wg.Go(func() { _ = m.sess.Run(ctx) })
+	}
+	online := func() int {
+		var list struct{ Items []struct{ Online bool } }
+		h.mustDo("GET", "/api/v1/workspaces/default/agents?status=online&limit=1000", nil, &list)
+		return len(list.Items)
+	}
+	waitFor(t, 30*time.Second, "all agents online", func() bool { return online() == n })
+	for round := range 3 {
+		r.kill()
+		r.start()
+		waitFor(t, 30*time.Second, fmt.Sprintf("round %d: all agents online again", round), func() bool { return online() == n })
+	}
 }

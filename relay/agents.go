@@ -226,6 +226,12 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 	defer s.mu.Unlock()
 	if res.State == wire.ResultApplied {
 		a.applied = res.Hash
+		// A heartbeat still queued was sent before this apply; going up
+		// after the result, it would tell the hub the old bundle is live.
+		if hb, ok := s.up.heartbeats[a.id]; ok {
+			hb.AppliedHash = res.Hash
+			s.up.heartbeats[a.id] = hb
+		}
 	}
 	r := *res
 	s.lastResult[a.id] = &r

@@ -104,8 +104,11 @@ type Fleet struct {
 	pushed map[string]time.Time
 	// status are agent status writes not yet flushed, by agent id.
 	status map[string]store.AgentStatus
-	// gone are ended sessions not yet written, by relay id.
-	gone map[string][]string
+	// gone are ended sessions not yet written, by relay id. A session that
+	// starts again on the same relay id (a restarted relay) takes its
+	// agent out, or the disconnect, written after the new session's
+	// status, would mark a connected agent offline.
+	gone map[string]map[string]bool
 	// relayWrites are relay records to write (connects, counts).
 	relayWrites map[string]store.Relay
 	// relayGone are relay sessions that ended, to delete.
@@ -161,7 +164,7 @@ func New(cfg Config) (*Fleet, error) {
 		notified:    map[string]notice{},
 		pushed:      map[string]time.Time{},
 		status:      map[string]store.AgentStatus{},
-		gone:        map[string][]string{},
+		gone:        map[string]map[string]bool{},
 		relayWrites: map[string]store.Relay{},
 	}, nil
 }

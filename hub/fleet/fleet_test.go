@@ -119,6 +119,7 @@ func TestClassify(t *testing.T) {
 		{"pending", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old"}}, nil, StatePending},
 		{"rejected", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: want, LastResult: wire.ResultRejected}}, nil, StateRejected},
 		{"rolled back", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: want, LastResult: wire.ResultRolledBack}}, nil, StateRolledBack},
+		{"applied by its result, before a heartbeat says so", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: want, LastResult: wire.ResultApplied}}, nil, StateApplied},
 		{"old rejection", AgentView{Online: true, Agent: store.Agent{AppliedHash: "old", ResultHash: "other", LastResult: wire.ResultRejected}}, nil, StatePending},
 		{"no bundle", AgentView{Online: true}, context.Canceled, StateFailed},
 	} {
@@ -126,5 +127,46 @@ func TestClassify(t *testing.T) {
 		if got, _ := classify(&tc.v, tc.err); got != tc.out {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.out)
 		}
+	}
+}
+
+// TestRestartedRelayKeepsAgentsOnline: when a relay's old session ends and
+// its new session reports the same agent before the status is written,
+// the agent stays on the relay in the store: the disconnect of the old
+// session must not be written after the new session's status.
+func TestRestartedRelayKeepsAgentsOnline(t *testing.T) {
+	ctx := context.Background()
+	db := openStore(t)
+	if _, err := db.PutAgent(ctx, store.Agent{ID: "a1", Workspace: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := func() *relaySession {
+		return &relaySession{f: f, id: "relay-1", kick: make(chan struct{}, 1),
+			agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{}}
+	}
+	agentRelay := func() string {
+		t.Helper()
+		a, err := db.GetAgent(ctx, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Relay
+	}
+	snap := []wire.AgentSession{{ID: "a1", Workspace: "default"}}
+	old := session()
+	f.addRelay(old, snap)
+	f.flush(ctx)
+	if got := agentRelay(); got != "relay-1" {
+		t.Fatalf("after connecting: relay %q, want relay-1", got)
+	}
+	f.removeRelay(old)
+	f.addRelay(session(), snap) // back before the flush
+	f.flush(ctx)
+	if got := agentRelay(); got != "relay-1" {
+		t.Errorf("after the relay's restart: relay %q, want relay-1 (the agent is connected)", got)
 	}
 }

@@ -258,6 +258,7 @@ func (f *Fleet) connectLocked(rs *relaySession, s wire.AgentSession) {
 	if a := f.agents[s.ID]; a != nil && a.relay != rs {
 		delete(a.relay.agents, s.ID) // moved here from another relay of ours
 	}
+	delete(f.gone[rs.id], s.ID) // back on the same relay before its disconnect was written
 	a := &agentState{id: s.ID, ws: s.Workspace, relay: rs, applied: s.AppliedHash, seenWritten: now}
 	f.agents[s.ID] = a
 	rs.agents[s.ID] = true
@@ -276,7 +277,10 @@ func (f *Fleet) disconnectLocked(rs *relaySession, id string) {
 		return
 	}
 	delete(f.agents, id)
-	f.gone[rs.id] = append(f.gone[rs.id], id)
+	if f.gone[rs.id] == nil {
+		f.gone[rs.id] = map[string]bool{}
+	}
+	f.gone[rs.id][id] = true
 }
 
 // statusLocked is the pending status of a, keeping a result already queued.

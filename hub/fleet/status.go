@@ -52,7 +52,7 @@ func (f *Fleet) relayRecordLocked(rs *relaySession) store.Relay {
 func (f *Fleet) flush(ctx context.Context) {
 	f.mu.Lock()
 	status, gone, relays, relayGone := f.status, f.gone, f.relayWrites, f.relayGone
-	f.status, f.gone, f.relayWrites, f.relayGone = map[string]store.AgentStatus{}, map[string][]string{}, map[string]store.Relay{}, nil
+	f.status, f.gone, f.relayWrites, f.relayGone = map[string]store.AgentStatus{}, map[string]map[string]bool{}, map[string]store.Relay{}, nil
 	f.mu.Unlock()
 
 	for _, r := range relays {
@@ -80,11 +80,19 @@ func (f *Fleet) flush(ctx context.Context) {
 	}
 	// Disconnects go after status, so an agent that moved between relays
 	// within one flush ends up on its new relay.
-	for relay, ids := range gone {
+	for relay, set := range gone {
+		ids := slices.Collect(maps.Keys(set))
 		if err := f.db.DisconnectAgents(ctx, relay, ids, f.cfg.Now()); err != nil {
 			f.log.Warn("fleet: writing disconnects", "relay", relay, "err", err)
 			f.mu.Lock()
-			f.gone[relay] = append(f.gone[relay], ids...)
+			for _, id := range ids {
+				if a := f.agents[id]; a == nil || a.relay.id != relay {
+					if f.gone[relay] == nil {
+						f.gone[relay] = map[string]bool{}
+					}
+					f.gone[relay][id] = true
+				}
+			}
 			f.mu.Unlock()
 		}
 	}
@@ -249,6 +257,10 @@ func classify(v *AgentView, compileErr error) (state, reason string) {
 	case !v.Online:
 		return StateOffline, ""
 	case v.AppliedHash == v.DesiredHash:
+		return StateApplied, ""
+	case v.ResultHash == v.DesiredHash && v.LastResult == wire.ResultApplied:
+		// The agent's own report of the apply; a heartbeat it sent just
+		// before may have landed after it.
 		return StateApplied, ""
 	case v.ResultHash != v.DesiredHash:
 		return StatePending, ""
