@@ -167,8 +167,12 @@ type Server struct {
 	// agents are the live sessions by agent id.
 	agents map[string]*agentConn
 	// desired is the bundle hash each agent should run, from the hub
-	// (persisted in the cache directory).
+	// (persisted in the cache directory by persistDesired).
 	desired map[string]string
+	// wanted counts the agents that want each hash in desired.
+	wanted map[string]int
+	// desiredDirty is set when desired changed since it was written.
+	desiredDirty bool
 	// revoked are agent ids the hub revoked; they are refused.
 	revoked map[string]string
 	// lastResult is each agent's latest Result (kept across its sessions
@@ -213,9 +217,13 @@ func New(cfg Config) (*Server, error) {
 		upKick:     make(chan struct{}, 1),
 	}
 	s.sessions, s.endSessions = context.WithCancel(context.Background())
-	s.desired, err = c.loadDesired()
+	desired, err := c.loadDesired()
 	if err != nil {
 		return nil, err
+	}
+	s.desired, s.wanted = map[string]string{}, map[string]int{}
+	for id, h := range desired {
+		s.setDesiredLocked(id, h)
 	}
 	s.up.reset()
 	return s, nil
@@ -291,6 +299,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Go(func() { s.runUpstream(ctx) })
 	}
 	s.wg.Go(func() { s.rotateTicketKeys(ctx, tlsCfg) })
+	s.wg.Go(func() { s.persistDesired(ctx) })
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -316,6 +325,7 @@ func (s *Server) runMounted(ctx context.Context) error {
 	if len(s.cfg.Hubs) > 0 {
 		s.wg.Go(func() { s.runUpstream(ctx) })
 	}
+	s.wg.Go(func() { s.persistDesired(ctx) })
 	<-ctx.Done()
 	for _, a := range s.stop() {
 		a.conn.CloseNow()

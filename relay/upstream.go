@@ -313,8 +313,8 @@ func (s *Server) onDesired(d *wire.Desired) {
 			s.log.Warn("relay: ignoring invalid desired item", "agent", it.Agent)
 			continue
 		}
-		if s.desired[it.Agent] != it.Hash {
-			s.desired[it.Agent] = it.Hash
+		if old := s.desired[it.Agent]; old != it.Hash {
+			s.setDesiredLocked(it.Agent, it.Hash)
 			changed[it.Agent] = true
 		}
 	}
@@ -328,17 +328,59 @@ func (s *Server) onDesired(d *wire.Desired) {
 		}
 	}
 	// Bundles no agent wants any more leave the cache.
-	wanted := map[string]bool{}
-	for _, h := range s.desired {
-		wanted[h] = true
-	}
 	var gone []string
 	for h := range s.cache.hashes() {
-		if !wanted[h] {
+		if s.wanted[h] == 0 {
 			gone = append(gone, h)
 			s.cache.drop(h)
 		}
 	}
+	s.desiredDirty = true
+	s.mu.Unlock()
+	for _, h := range gone {
+		s.cache.removeFile(h)
+	}
+}
+
+// setDesiredLocked assigns hash to agent id, keeping the count of agents
+// that want each hash.
+func (s *Server) setDesiredLocked(id, hash string) {
+	if old, ok := s.desired[id]; ok {
+		if s.wanted[old]--; s.wanted[old] <= 0 {
+			delete(s.wanted, old)
+		}
+	}
+	s.desired[id] = hash
+	s.wanted[hash]++
+}
+
+// persistDesired writes the desired map to disk when it changed, at most
+// once per desiredPersistInterval until ctx ends, and once more then. A
+// write per Desired message cost a full JSON encoding and an fsync of the
+// whole map on the upstream reader, thousands of times while a fleet
+// connects; a relay that dies loses at most the last interval, which the
+// hub sends again when it is back.
+func (s *Server) persistDesired(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			s.writeDesiredIfDirty()
+			return
+		case <-s.cfg.Clock.After(desiredPersistInterval):
+		}
+		s.writeDesiredIfDirty()
+	}
+}
+
+const desiredPersistInterval = time.Second
+
+func (s *Server) writeDesiredIfDirty() {
+	s.mu.Lock()
+	if !s.desiredDirty {
+		s.mu.Unlock()
+		return
+	}
+	s.desiredDirty = false
 	data, err := json.Marshal(s.desired)
 	s.mu.Unlock()
 	if err == nil {
@@ -346,9 +388,9 @@ func (s *Server) onDesired(d *wire.Desired) {
 	}
 	if err != nil {
 		s.log.Error("relay: persisting desired map", "err", err)
-	}
-	for _, h := range gone {
-		s.cache.removeFile(h)
+		s.mu.Lock()
+		s.desiredDirty = true
+		s.mu.Unlock()
 	}
 }
 
