@@ -61,9 +61,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 // checks every figure against what the hub says, then a storm on the same
 // work directory, which must reuse the hub and the certificates.
 func TestPushAndStorm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a hub, two relays and 200 agents")
-	}
 	bin := nxmeshBinary(t)
 	workDir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -19,35 +19,26 @@ import (
 	"github.com/nxmesh/nxmesh/pki"
 	"github.com/nxmesh/nxmesh/pki/ca"
 	"github.com/nxmesh/nxmesh/relay"
+	"github.com/nxmesh/nxmesh/schema"
 	"github.com/nxmesh/nxmesh/wire"
 )
 
-// realNginxBundle is a managed-layout bundle nginx can run: a status server
-// (for verification) and one vhost answering body.
+// realNginxBundle is the bundle the compiler makes for one vhost on
+// vhostPort answering body, with the status server on statusPort.
 func realNginxBundle(t testing.TB, statusPort, vhostPort int, body string) *nginx.Bundle {
 	t.Helper()
-	b, err := nginx.Seal([]nginx.File{
-		{Path: "nginx.conf", Data: []byte(`user root;
-daemon off;
-master_process on;
-worker_processes 1;
-pid nginx.pid;
-error_log logs/error.log notice;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
-    include nxmesh/status.conf;
-    include vhosts/*.conf;
-}
-`)},
-		{Path: "nxmesh/status.conf", Data: fmt.Appendf(nil, "server {\n    listen 127.0.0.1:%d;\n    location = /nxmesh/status { stub_status; }\n    include nxmesh/generation.conf;\n}\n", statusPort)},
-		{Path: "vhosts/v.conf", Data: fmt.Appendf(nil, "server {\n    listen 127.0.0.1:%d;\n    location / { return 200 %q; }\n}\n", vhostPort, body)},
-	})
+	docs, err := schema.Decode("site.yaml", fmt.Appendf(nil, `apiVersion: nxmesh/v1
+kind: VirtualHost
+metadata: {name: v}
+spec:
+  serverNames: [localhost]
+  listen: [{port: %d}]
+  locations: [{path: /, return: {status: 200, body: %q}}]
+`, vhostPort, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := nginx.Compile(docs, nginx.Options{StatusListen: fmt.Sprintf("127.0.0.1:%d", statusPort)})
 	if err != nil {
 		t.Fatal(err)
 	}
