@@ -55,6 +55,20 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// profiled gives p a loopback pprof address when the run profiles.
+func (p *proc) profiled(cfg *Config) error {
+	if cfg.ProfileDir == "" {
+		return nil
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	p.debugAddr = addr
+	p.args = append(p.args, "--debug-addr", addr)
+	return nil
+}
+
 // startHub starts the hub on the data directory in the work directory,
 // logs in as admin and returns the cluster with no relay yet.
 func startHub(ctx context.Context, cfg *Config) (*cluster, error) {
@@ -71,6 +85,9 @@ func startHub(ctx context.Context, cfg *Config) (*cluster, error) {
 		args = append(args, "--database-url", cfg.DatabaseURL)
 	}
 	c.hub = &proc{name: "hub", bin: cfg.Binary, args: args, logPath: filepath.Join(cfg.WorkDir, "logs", "hub.log")}
+	if err := c.hub.profiled(cfg); err != nil {
+		return nil, err
+	}
 	if err := c.hub.start(); err != nil {
 		return nil, err
 	}
@@ -144,6 +161,9 @@ func (c *cluster) startRelays(ctx context.Context) (enrolled int, err error) {
 		r := &relayProc{
 			proc: &proc{name: name, bin: c.cfg.Binary, args: args, logPath: filepath.Join(c.cfg.WorkDir, "logs", name+".log")},
 			id:   id, addr: addr, dir: dir,
+		}
+		if err := r.profiled(c.cfg); err != nil {
+			return enrolled, err
 		}
 		if err := r.start(); err != nil {
 			return enrolled, err

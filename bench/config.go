@@ -64,6 +64,9 @@ type Config struct {
 	// WorkDir keeps the hub's data, the relays' state, the agents' keys
 	// and certificates and the daemons' logs between runs (default .bench).
 	WorkDir string
+	// ProfileDir, when set, receives CPU profiles of the hub, the relays
+	// and the bench, taken back to back through the run (see profiler).
+	ProfileDir string
 	// Fresh discards what WorkDir holds and starts from nothing.
 	Fresh bool
 	// DatabaseURL is given to the hub (postgres:// ...); default SQLite in

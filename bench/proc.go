@@ -21,6 +21,9 @@ type proc struct {
 	bin     string
 	args    []string
 	logPath string // stdout and stderr, appended across restarts
+	// debugAddr is the daemon's --debug-addr (pprof) when the run
+	// profiles, else empty.
+	debugAddr string
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd

@@ -109,6 +109,11 @@ func (e *env) run(ctx context.Context) (err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { e.smp.run(sctx) })
 	wg.Go(func() { e.smp.progress(sctx, cfg.Progress) })
+	if cfg.ProfileDir != "" {
+		pr := &profiler{dir: cfg.ProfileDir, phase: e.smp.phaseNow}
+		wg.Go(func() { pr.run(sctx, e.cl.procs()) })
+		e.note("CPU profiles of every process, in %s windows, are in %s", profileWindow, cfg.ProfileDir)
+	}
 	stopSampling = func() {
 		cancel()
 		wg.Wait()
@@ -134,6 +139,11 @@ func (e *env) prepareWorkDir() error {
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("bench work directory: %w", err)
+	}
+	if e.cfg.ProfileDir != "" {
+		if err := os.MkdirAll(e.cfg.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("profile directory: %w", err)
+		}
 	}
 	return nil
 }

@@ -87,6 +87,13 @@ func (s *sampler) setPhase(phase string, detail func() string) {
 	s.phase, s.detail = phase, detail
 }
 
+// phaseNow is what the run does now.
+func (s *sampler) phaseNow() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase
+}
+
 // samples is a copy of the series so far.
 func (s *sampler) samples() []Sample {
 	s.mu.Lock()

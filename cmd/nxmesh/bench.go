@@ -30,6 +30,7 @@ type benchCmd struct {
 	Timeout           time.Duration `help:"Bound on every wait: all agents connected, a push acked, a storm back (default 2m plus 1s per 500 agents)."`
 	JSON              string        `name:"json" help:"Write every figure, sample and the machine's facts to this file as JSON." type:"path"`
 	HTML              string        `name:"html" help:"Write a self-contained HTML report with charts to this file." type:"path"`
+	ProfileDir        string        `help:"Write CPU profiles of the hub, the relays and the bench here, in 2-second windows named PROCESS-PHASE-N.pprof (go tool pprof DIR/relay-1-push-*.pprof merges a phase)." type:"path"`
 	Binary            string        `help:"nxmesh executable to run as hub and relays (default this one)." type:"path"`
 }
 
@@ -63,6 +64,7 @@ func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
 		ConnectRate:       c.ConnectRate,
 		Enrollers:         c.Enrollers,
 		WorkDir:           c.WorkDir,
+		ProfileDir:        c.ProfileDir,
 		Fresh:             c.Fresh,
 		DatabaseURL:       c.DatabaseURL,
 		Timeout:           c.Timeout,

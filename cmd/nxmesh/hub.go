@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nxmesh/nxmesh/hub"
 )
 
@@ -15,6 +17,7 @@ type hubCmd struct {
 	SecretKey     string `help:"The CA secret key itself; prefer NXMESH_SECRET_KEY to the flag, which other users can see." hidden:""`
 	TrustDomain   string `help:"Trust domain of the installation, the host part of every identity." default:"nxmesh.local"`
 	HubID         string `help:"This hub's id in its certificate; default: kept in DATA_DIR/hub-id."`
+	debugFlags    `embed:""`
 }
 
 func (c *hubCmd) Help() string {
@@ -33,5 +36,8 @@ func (c *hubCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer s.Close()
-	return s.Run(ctx)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.Run(ctx) })
+	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
+	return eg.Wait()
 }
