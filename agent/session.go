@@ -148,7 +148,9 @@ func (s *Session) Run(ctx context.Context) error {
 	relays := slices.Clone(s.Relays)
 	rand.Shuffle(len(relays), func(i, j int) { relays[i], relays[j] = relays[j], relays[i] })
 	dialer := wire.NewDialer(s.TLS)
-	dialer.NetDialContext = s.NetDialContext
+	if s.NetDialContext != nil {
+		dialer.NetDialContext = wire.DialWithTimeout(s.NetDialContext)
+	}
 	attempt := 0
 	for i := 0; ; i++ {
 		url := relays[i%len(relays)]
@@ -197,7 +199,7 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	}
 	// Until Welcome says otherwise, the relay's silence is bounded by the
 	// handshake timeout.
-	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.HandshakeTimeout)
+	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.AcceptTimeout)
 	defer conn.CloseNow()
 	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle"}, nil); err != nil {
 		return false, err

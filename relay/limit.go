@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // handshakeLimiter lets at most cap(slots) accepted connections be between
@@ -22,6 +23,8 @@ type handshakeLimiter struct {
 	slots chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	// accepted, when set, counts accepted connections.
+	accepted *atomic.Int64
 
 	mu      sync.Mutex // guards holding
 	holding map[net.Conn]bool
@@ -46,6 +49,9 @@ func (l *handshakeLimiter) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	l.holding[c] = true
 	l.mu.Unlock()
+	if l.accepted != nil {
+		l.accepted.Add(1)
+	}
 	return c, nil
 }
 

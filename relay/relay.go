@@ -149,6 +149,9 @@ type Stats struct {
 	UpstreamConnected bool
 	// FetchesSent counts FetchBundle messages sent upstream.
 	FetchesSent int64
+	// Accepted counts connections the relay's own listener accepted (none
+	// when the relay is mounted on another server).
+	Accepted int64
 }
 
 // Server is a relay. Create it with New, serve with Run.
@@ -187,8 +190,9 @@ type Server struct {
 	// upConnected is true while a hub session is established.
 	upConnected bool
 
-	slow    atomic.Int64
-	fetches atomic.Int64
+	slow     atomic.Int64
+	fetches  atomic.Int64
+	accepted atomic.Int64
 
 	// sessions is the context of every agent session; Run cancels it
 	// when it stops.
@@ -239,6 +243,7 @@ func (s *Server) Stats() Stats {
 		BundlesCached:     s.cache.len(),
 		UpstreamConnected: s.upConnected,
 		FetchesSent:       s.fetches.Load(),
+		Accepted:          s.accepted.Load(),
 	}
 }
 
@@ -284,10 +289,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes)
+	lim.accepted = &s.accepted
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: wire.HandshakeTimeout,
+		ReadHeaderTimeout: wire.AcceptTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnState:         lim.connState,

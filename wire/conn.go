@@ -59,8 +59,20 @@ const (
 	DefaultWriteWait = 10 * time.Second
 	// CloseWait is how long closing waits for the peer's close frame.
 	CloseWait = time.Second
-	// HandshakeTimeout bounds the WebSocket opening handshake.
-	HandshakeTimeout = 10 * time.Second
+	// AcceptTimeout bounds the server's side of an opening handshake, from
+	// accept to the upgrade request read: TLS and the HTTP request.
+	AcceptTimeout = 10 * time.Second
+	// DialTimeout bounds the TCP connect of a dial: a peer that is down or
+	// unreachable is given up this fast, and the client fails over.
+	DialTimeout = 10 * time.Second
+	// HandshakeTimeout bounds a whole dial, TCP connect to upgraded
+	// WebSocket. It is longer than AcceptTimeout on purpose: a live relay
+	// under a reconnect storm takes connections at the pace of its
+	// handshake limit, and the others wait in its listen backlog. A client
+	// that gave up there would lose its place, and with it its TLS session
+	// ticket (crypto/tls drops a ticket whose handshake failed), and come
+	// back later for a full handshake: more work for the same relay.
+	HandshakeTimeout = 30 * time.Second
 	// bufferSize is the read and write buffer size of dialed connections:
 	// small, because fleets hold tens of thousands of mostly idle ones.
 	bufferSize = 4 << 10
@@ -111,7 +123,7 @@ var writeBufferPool = &sync.Pool{}
 // HTTP server's job.
 func NewUpgrader() websocket.Upgrader {
 	return websocket.Upgrader{
-		HandshakeTimeout:  HandshakeTimeout,
+		HandshakeTimeout:  AcceptTimeout,
 		ReadBufferSize:    serverReadBufferSize,
 		WriteBufferSize:   bufferSize,
 		WriteBufferPool:   writeBufferPool,
@@ -124,12 +136,31 @@ func NewUpgrader() websocket.Upgrader {
 // roots (TLS 1.3 is the caller's setting).
 func NewDialer(tlsConfig *tls.Config) *websocket.Dialer {
 	return &websocket.Dialer{
+		NetDialContext:    DialWithTimeout(nil),
 		TLSClientConfig:   tlsConfig,
 		HandshakeTimeout:  HandshakeTimeout,
 		ReadBufferSize:    bufferSize,
 		WriteBufferSize:   bufferSize,
 		WriteBufferPool:   writeBufferPool,
 		EnableCompression: false,
+	}
+}
+
+// DialFunc opens a TCP connection, as net.Dialer.DialContext does.
+type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialWithTimeout bounds dial (default a net.Dialer) by DialTimeout, so
+// that the long HandshakeTimeout of a dial does not also apply to a TCP
+// connect that is not answered.
+func DialWithTimeout(dial DialFunc) DialFunc {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+		defer cancel()
+		return dial(ctx, network, addr)
 	}
 }
 

@@ -31,14 +31,9 @@ func (c *relayRunCmd) Help() string {
 With --renew-url the certificate renews itself over mTLS before it expires and the new chain is written to --state-dir.`
 }
 
-// relayGCPercent is the relay's default GOGC. Nearly all of a relay's
-// memory is long-lived agent sessions and it makes little garbage, so
-// collecting at 25 % heap growth instead of Go's 100 % keeps its memory
-// per session far lower for little CPU. GOGC in the environment wins.
-const relayGCPercent = 25
-
 func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
-	if os.Getenv("GOGC") == "" {
+	tuneGC := os.Getenv("GOGC") == ""
+	if tuneGC {
 		debug.SetGCPercent(relayGCPercent)
 	}
 	files := pki.Files{Dir: c.StateDir, Role: pki.RoleRelay}
@@ -81,6 +76,12 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.Run(ctx) })
 	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
+	if tuneGC {
+		eg.Go(func() error {
+			runRelayGC(ctx, func() int64 { return s.Stats().Accepted })
+			return nil
+		})
+	}
 	if c.RenewURL != "" {
 		renewer := &pki.Renewer{
 			Source:  src,

@@ -343,27 +343,10 @@ func (f *Fleet) reconcile(ctx context.Context) time.Duration {
 // revoked on every relay of ours.
 func (f *Fleet) learnAgents(ctx context.Context, missing map[string][]string) {
 	for ws, ids := range missing {
-		var found map[string]store.Agent
-		if len(ids) == 1 {
-			a, err := f.db.GetAgent(ctx, ids[0])
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				f.log.Error("fleet: loading agent", "agent", ids[0], "err", err)
-				continue
-			}
-			found = map[string]store.Agent{}
-			if err == nil {
-				found[a.ID] = a
-			}
-		} else {
-			list, err := f.db.ListAgents(ctx, ws)
-			if err != nil {
-				f.log.Error("fleet: loading agents", "workspace", ws, "err", err)
-				continue
-			}
-			found = make(map[string]store.Agent, len(list))
-			for _, a := range list {
-				found[a.ID] = a
-			}
+		found, err := f.db.AgentFactsByID(ctx, ids)
+		if err != nil {
+			f.log.Error("fleet: loading agents", "workspace", ws, "agents", len(ids), "err", err)
+			continue
 		}
 		var unknown []string
 		f.mu.Lock()

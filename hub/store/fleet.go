@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -194,6 +198,72 @@ func (db *DB) RevokedIdentitiesSince(ctx context.Context, since time.Time) ([]st
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recent revocations: %w", err)
+	}
+	return out, nil
+}
+
+// AgentFacts is what a hub needs to compute an agent's bundle: its
+// workspace and labels.
+type AgentFacts struct {
+	Workspace string
+	Labels    map[string]string
+}
+
+// agentFactsChunk bounds the ids of one query: SQLite allows 32,766
+// parameters, and short statements plan fast on every database.
+const agentFactsChunk = 500
+
+// AgentFactsByID returns the workspace and labels of the agents among ids
+// that exist; an unknown id is absent from the map. It reads only what the
+// fleet needs, in chunks, so that learning thousands of newly connected
+// agents costs one indexed read per chunk, not a listing of the
+// workspace for each batch of them.
+func (db *DB) AgentFactsByID(ctx context.Context, ids []string) (map[string]AgentFacts, error) {
+	out := make(map[string]AgentFacts, len(ids))
+	for chunk := range slices.Chunk(ids, agentFactsChunk) {
+		var b strings.Builder
+		args := make([]any, len(chunk))
+		b.WriteString("SELECT id, workspace, labels FROM agents WHERE id IN (")
+		for i, id := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", i+1)
+			args[i] = id
+		}
+		b.WriteString(")")
+		got := map[string]AgentFacts{}
+		err := db.tx(ctx, false, func(q querier) error {
+			clear(got)
+			rs, err := q.query(ctx, b.String(), args...)
+			if err != nil {
+				return err
+			}
+			defer rs.Close()
+			for rs.Next() {
+				var (
+					id, ws string
+					labels []byte
+				)
+				if err := rs.Scan(&id, &ws, &labels); err != nil {
+					return err
+				}
+				var f AgentFacts
+				f.Workspace = ws
+				if err := json.Unmarshal(labels, &f.Labels); err != nil {
+					return fmt.Errorf("agent %q labels: %w", id, err)
+				}
+				if len(f.Labels) == 0 {
+					f.Labels = nil
+				}
+				got[id] = f
+			}
+			return rs.Err()
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %d agents: %w", len(chunk), err)
+		}
+		maps.Copy(out, got)
 	}
 	return out, nil
 }

@@ -362,3 +362,48 @@ func TestRollbackNotifies(t *testing.T) {
 		t.Errorf("revisions notified: %v, want [1 2 3]", got)
 	}
 }
+
+// TestAgentFactsByID: facts come back for exactly the existing agents among
+// the ids, across more than one chunk, with their workspace and labels.
+func TestAgentFactsByID(t *testing.T) {
+	eachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		db := openDB(t, url, nil)
+		if _, err := db.EnsureDefault(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n := agentFactsChunk + 7
+		ids := make([]string, 0, n+1)
+		for i := range n {
+			a := Agent{ID: fmt.Sprintf("agent-%04d", i), Workspace: DefaultName}
+			if i%2 == 0 {
+				a.Labels = map[string]string{"n": fmt.Sprint(i)}
+			}
+			if _, err := db.PutAgent(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, a.ID)
+		}
+		ids = append(ids, "agent-missing")
+		got, err := db.AgentFactsByID(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n {
+			t.Fatalf("got facts of %d agents, want %d", len(got), n)
+		}
+		if _, ok := got["agent-missing"]; ok {
+			t.Error("an unknown id has facts")
+		}
+		for i := range n {
+			f := got[fmt.Sprintf("agent-%04d", i)]
+			var want map[string]string
+			if i%2 == 0 {
+				want = map[string]string{"n": fmt.Sprint(i)}
+			}
+			if f.Workspace != DefaultName || !reflect.DeepEqual(f.Labels, want) {
+				t.Errorf("agent-%04d: %+v, want workspace %s labels %v", i, f, DefaultName, want)
+			}
+		}
+	})
+}

@@ -6,10 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
+
+	"modernc.org/sqlite" // registers driver "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/nxmesh/nxmesh/schema"
-	_ "modernc.org/sqlite" // registers driver "sqlite"
 )
+
+// sqliteBusyTimeout matches _busy_timeout in sqliteParams.
+const sqliteBusyTimeout = 10 * time.Second
 
 // sqliteBackend keeps two pools on one WAL file: a single writer
 // connection, so that writers queue in Go instead of spinning on
@@ -90,7 +96,7 @@ func openSQLite(path string) (*sqliteBackend, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	if err := w.Ping(); err != nil {
+	if err := pingSQLite(w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
@@ -102,6 +108,24 @@ func openSQLite(path string) (*sqliteBackend, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	return &sqliteBackend{w: w, r: r, ws: newStmtCache(w), rs: newStmtCache(r)}, nil
+}
+
+// pingSQLite opens db's first connection, which applies the DSN's pragmas.
+// Switching a new file to WAL takes an exclusive lock, and SQLite answers
+// SQLITE_BUSY at once, without its busy handler, when another connection
+// is switching it at the same moment (hubs or tests opening one new file
+// together). SQLite's advice for that case is to try again: this does,
+// for as long as the busy timeout.
+func pingSQLite(db *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := db.Ping()
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+	}
 }
 
 func (b *sqliteBackend) dialect() string { return schema.DialectSQLite }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,5 +209,56 @@ func TestTLSRefusals(t *testing.T) {
 func TestPeerIdentityNeedsHandshake(t *testing.T) {
 	if _, err := pki.PeerIdentity(&tls.ConnectionState{}); err == nil {
 		t.Fatal("identity from an incomplete handshake")
+	}
+}
+
+// TestResumedSessionChecksServer: a client resumes its session without
+// verifying the server's chain again, but the identity rules still run on a
+// resumed session (here: the server's certificate was revoked since), and
+// an expired server certificate is refused.
+func TestResumedSessionChecksServer(t *testing.T) {
+	c := openCA(t, newMemStore(), nil)
+	addr, hubSrc := hubServer(t, c, nil, pki.RoleAgent)
+	agent := enrollSource(t, c, agentToken("ws-a"))
+	clock := &fakeClock{}
+	var revoked atomic.Bool
+	cfg, err := pki.ClientTLSConfig(agent, pki.Peer{
+		TrustDomain: td, Roots: c.Roots(), Roles: []pki.Role{pki.RoleHub}, Time: clock.Now,
+		IsRevoked: func(string) (bool, error) { return revoked.Load(), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	resumed := func() (bool, error) {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		// Reading the server's byte also reads its session ticket.
+		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+			return false, err
+		}
+		return conn.ConnectionState().DidResume, nil
+	}
+	for i, want := range []bool{false, true, true} {
+		if got, err := resumed(); err != nil || got != want {
+			t.Fatalf("dial %d: resumed %v, %v; want %v", i+1, got, err, want)
+		}
+	}
+	revoked.Store(true)
+	if _, err := resumed(); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("resumed a session with a revoked server: %v", err)
+	}
+	revoked.Store(false)
+	if got, err := resumed(); err != nil || got {
+		t.Fatalf("after a refusal: resumed %v, %v; want a full handshake", got, err)
+	}
+	clock.Advance(time.Until(hubSrc.Current().Leaf.NotAfter) + time.Minute)
+	if _, err := resumed(); err == nil {
+		t.Fatal("accepted a server whose certificate has expired")
 	}
 }
