@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/nxmesh/nxmesh/agent"
 	"github.com/nxmesh/nxmesh/relay"
 	"github.com/nxmesh/nxmesh/wire"
 )
@@ -65,4 +68,83 @@ func TestSessionResumptionAcrossRestart(t *testing.T) {
 		}
 		stop()
 	}
+}
+
+// TestAgentKeyExchange: an agent's full handshakes use the post-quantum
+// hybrid key exchange; with a session ticket it resumes on P-256; and when
+// a restarted relay no longer knows its ticket, the connection it keeps is
+// again on the hybrid.
+func TestAgentKeyExchange(t *testing.T) {
+	c := openCA(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	dir := t.TempDir()
+	_, stop := startRelay(t, c, dir, nil, func(cfg *relay.Config) { cfg.Listener = ln })
+
+	cfg, _ := agentTLS(t, c)
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	type connInfo struct {
+		curve   tls.CurveID
+		resumed bool
+	}
+	var (
+		mu   sync.Mutex
+		last connInfo
+	)
+	connected := make(chan connInfo, 8)
+	app := &memApplier{}
+	sess := &agent.Session{
+		Relays: []string{"wss://" + addr + "/v1/agent"}, TLS: cfg, Applier: app, Logger: quiet(),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		OnTLS: func(cs tls.ConnectionState) {
+			mu.Lock()
+			defer mu.Unlock()
+			last = connInfo{cs.CurveID, cs.DidResume}
+		},
+		// Welcome has been read, and with it the session ticket sent
+		// before it.
+		OnConnect: func() {
+			mu.Lock()
+			defer mu.Unlock()
+			connected <- last
+		},
+	}
+	loop := agent.NewLoop(app.apply, nil, sess.Report)
+	sess.Loop = loop
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = loop.Run(ctx) })
+	wg.Go(func() { _ = sess.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	next := func(what string, want connInfo) {
+		t.Helper()
+		select {
+		case got := <-connected:
+			if got != want {
+				t.Fatalf("%s: key exchange %v, resumed %v; want %v, %v", what, got.curve, got.resumed, want.curve, want.resumed)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the agent did not connect", what)
+		}
+	}
+	restart := func(stateDir string) {
+		stop()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stop = startRelay(t, c, stateDir, nil, func(cfg *relay.Config) { cfg.Listener = ln })
+	}
+	next("first connection", connInfo{tls.X25519MLKEM768, false})
+	restart(dir)
+	next("after a restart with the same ticket keys", connInfo{tls.CurveP256, true})
+	restart(t.TempDir())
+	// The ticket is declined and the P-256 full handshake dropped; the
+	// second dial offers the ticket that handshake issued, on the hybrid.
+	next("after a restart with new ticket keys", connInfo{tls.X25519MLKEM768, true})
+	stop()
 }
