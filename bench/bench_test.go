@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nxmesh/nxmesh/pki"
 )
 
 // The scenarios run the nxmesh binary as hub and relays; the test binary
@@ -83,6 +86,9 @@ func TestPushAndStorm(t *testing.T) {
 	if !hubChecked {
 		t.Fatal("the hub was not checked before the run stopped")
 	}
+	if res.Config.AgentProcs != 1 {
+		t.Errorf("%d agent processes, want 1 (the bench): %d agents fit its open files limit", res.Config.AgentProcs, n)
+	}
 	if len(res.Pushes) != 2 {
 		t.Fatalf("%d push rounds, want 2", len(res.Pushes))
 	}
@@ -137,8 +143,8 @@ func checkAgainstHub(t *testing.T, ctx context.Context, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Counts.Applied != len(e.fl.agents) || !c.Done {
-		t.Errorf("hub convergence of revision %d: %+v, want %d applied and done", e.rev, c.Counts, len(e.fl.agents))
+	if c.Counts.Applied != e.cfg.Agents || !c.Done {
+		t.Errorf("hub convergence of revision %d: %+v, want %d applied and done", e.rev, c.Counts, e.cfg.Agents)
 	}
 	hubAgents, err := api.agents(ctx)
 	if err != nil {
@@ -149,23 +155,31 @@ func checkAgainstHub(t *testing.T, ctx context.Context, e *env) {
 		byID[a.ID] = a
 	}
 	last := e.res.Pushes[len(e.res.Pushes)-1]
-	for _, s := range e.fl.agents {
-		a, ok := byID[s.id]
+	states, err := e.ag.states(ctx, e.start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != e.cfg.Agents || len(e.ag.ids) != e.cfg.Agents {
+		t.Fatalf("%d agent states of %d agents, want %d", len(states), len(e.ag.ids), e.cfg.Agents)
+	}
+	for i, st := range states {
+		id := e.ag.ids[i]
+		a, ok := byID[id]
 		if !ok {
-			t.Errorf("agent %s: unknown to the hub", s.id)
+			t.Errorf("agent %s: unknown to the hub", id)
 			continue
 		}
 		if a.DesiredHash == "" || a.AppliedHash != a.DesiredHash {
-			t.Errorf("agent %s: hub says applied %q, desired %q", s.id, a.AppliedHash, a.DesiredHash)
+			t.Errorf("agent %s: hub says applied %q, desired %q", id, a.AppliedHash, a.DesiredHash)
 		}
-		if live, _ := s.Live(); live != a.DesiredHash {
-			t.Errorf("agent %s: runs %q, the hub assigned %q", s.id, live, a.DesiredHash)
+		if st.Live != a.DesiredHash {
+			t.Errorf("agent %s: runs %q, the hub assigned %q", id, st.Live, a.DesiredHash)
 		}
-		if _, ok := s.ackSince(a.DesiredHash, e.start); !ok {
-			t.Errorf("agent %s: never reported the hash %q the hub assigned it", s.id, a.DesiredHash)
+		if _, ok := st.ackSince(a.DesiredHash, e.start.UnixNano()); !ok {
+			t.Errorf("agent %s: never reported the hash %q the hub assigned it", id, a.DesiredHash)
 		}
 		if a.DesiredHash != last.Hash {
-			t.Errorf("agent %s: hub assigned %q, the last push counted acks of %q", s.id, a.DesiredHash, last.Hash)
+			t.Errorf("agent %s: hub assigned %q, the last push counted acks of %q", id, a.DesiredHash, last.Hash)
 		}
 	}
 }
@@ -207,5 +221,102 @@ func checkMeasured(t *testing.T, res *Result) {
 	}
 	if res.Machine.CPUs <= 0 || res.Started.IsZero() || !res.Finished.After(res.Started) {
 		t.Errorf("machine %+v, started %v, finished %v", res.Machine, res.Started, res.Finished)
+	}
+}
+
+// TestAgentProcesses runs the push scenario with its agents in two agent
+// processes beside the bench: every agent counted as acked must have
+// acked the hash the hub assigned it, as in one process, and the agent
+// processes must end with the run.
+func TestAgentProcesses(t *testing.T) {
+	bin := nxmeshBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 200
+
+	var hubChecked bool
+	var procs []*proc
+	res, err := Run(ctx, Config{
+		Scenario: ScenarioPush, Binary: bin, Agents: n, Relays: 2, Pushes: 1, AgentProcs: 2,
+		WorkDir: t.TempDir(), Timeout: 20 * time.Second, Progress: logWriter{t},
+		beforeStop: func(e *env) error {
+			hubChecked = true
+			procs = e.ag.procs()
+			if len(e.ag.pids()) != 2 {
+				t.Errorf("%d agent processes running, want 2", len(e.ag.pids()))
+			}
+			checkAgainstHub(t, ctx, e)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("push scenario: %v", err)
+	}
+	if !hubChecked {
+		t.Fatal("the hub was not checked before the run stopped")
+	}
+	if res.Config.AgentProcs != 2 {
+		t.Errorf("result says %d agent processes, want 2", res.Config.AgentProcs)
+	}
+	if len(res.Pushes) != 1 {
+		t.Fatalf("%d push rounds, want 1", len(res.Pushes))
+	}
+	if p := res.Pushes[0]; p.Acked != n || p.Latency.Count != n || p.Hash == "" {
+		t.Errorf("push: acked %q by %d of %d agents with %d latencies, want all", p.Hash, p.Acked, p.Agents, p.Latency.Count)
+	}
+	checkMeasured(t, res)
+	for _, p := range procs {
+		if p.pid() != 0 {
+			t.Errorf("%s still runs after the run", p.name)
+		}
+	}
+	if notes := strings.Join(res.Notes, "\n"); strings.Contains(notes, "killed") {
+		t.Errorf("an agent process had to be killed:\n%s", notes)
+	}
+}
+
+// TestAgentProcessEndsWithItsInput starts an agent process the way the
+// bench does and closes its input, as the bench does when it stops or
+// dies: the process must exit by itself, successfully.
+func TestAgentProcessEndsWithItsInput(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	p := &proc{name: "agents-1", bin: nxmeshBinary(t), args: []string{"bench-agents"}, pipes: true, logPath: filepath.Join(dir, "agents-1.log")}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.kill()
+	enc, dec := json.NewEncoder(p.stdin), json.NewDecoder(p.stdout)
+	cfg := workerConfig{Identities: filepath.Join(dir, "agents.pem"), RootPEM: string(pki.EncodeCertsPEM(ca.root)), RelayURLs: []string{"wss://127.0.0.1:1/v1/agent"}, SourceAddrs: 1}
+	if err := enc.Encode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	var ev workerEvent
+	if err := dec.Decode(&ev); err != nil || ev.Kind != evReady || ev.Status == nil {
+		t.Fatalf("first event %+v (%v), want ready with a status; log:\n%s", ev, err, tail(p.logPath, 20))
+	}
+	if err := enc.Encode(workerCmd{Op: opStart, Seq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	for ev.Kind != evReply {
+		ev = workerEvent{}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("no reply to start: %v; log:\n%s", err, tail(p.logPath, 20))
+		}
+	}
+	if ev.Seq != 7 {
+		t.Errorf("reply to command 7 carries seq %d", ev.Seq)
+	}
+	p.stdin.Close()
+	select {
+	case <-p.exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the agent process still runs 10 s after its input closed; log:\n%s", tail(p.logPath, 20))
+	}
+	p.mu.Lock()
+	werr := p.werr
+	p.mu.Unlock()
+	if werr != nil {
+		t.Errorf("agent process exited with %v; log:\n%s", werr, tail(p.logPath, 20))
 	}
 }

@@ -58,6 +58,11 @@ type Config struct {
 	// ConnectRate starts at most this many agents per second (default 0:
 	// all at once, the worst case a relay must survive).
 	ConnectRate int
+	// AgentProcs is how many processes run the agents: 1 is the bench
+	// itself, more are `nxmesh bench-agents` child processes, each with an
+	// equal share. Default 0: 1 when the agents fit the open files limit,
+	// else as few as the limit allows.
+	AgentProcs int
 	// Enrollers is how many enrollments run at once when minting agent
 	// certificates (default 4).
 	Enrollers int
@@ -136,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectRate < 0 {
 		return fmt.Errorf("bench: connect rate %d is negative", c.ConnectRate)
+	}
+	if c.AgentProcs < 0 || c.AgentProcs > c.Agents {
+		return fmt.Errorf("bench: %d agent processes for %d agents: want 0 (the bench chooses) to one per agent", c.AgentProcs, c.Agents)
 	}
 	if c.WorkDir == "" {
 		c.WorkDir = ".bench"

@@ -16,11 +16,12 @@ import (
 	"github.com/nxmesh/nxmesh/pki"
 )
 
-// fleet is the simulated agents of a run: each the real agent.Session (TLS,
-// WebSocket, wire, reconnects with backoff, heartbeats, results) and the
-// real agent.Loop, with an in-memory apply instead of nginx. NOT an nginx:
-// the bench measures the control plane, and ten thousand nginx do not fit
-// on one machine.
+// fleet is the simulated agents of one agent process (the bench itself or
+// an `nxmesh bench-agents` worker, see swarm): each the real agent.Session
+// (TLS, WebSocket, wire, reconnects with backoff, heartbeats, results) and
+// the real agent.Loop, with an in-memory apply instead of nginx. NOT an
+// nginx: the bench measures the control plane, and ten thousand nginx do
+// not fit on one machine.
 type fleet struct {
 	agents []*sim
 
@@ -47,19 +48,20 @@ type sim struct {
 
 	mu        sync.Mutex // guards the fields below
 	live      string     // hash of the last applied bundle
-	reports   []ack      // the latest results, oldest first, at most maxReports
+	reports   []report   // the latest results, oldest first, at most maxReports
 	conn      *trackedConn
 	up        bool      // a session is established on conn
 	connects  int       // sessions established, ever
 	connectAt time.Time // when the last one was
 }
 
-// ack is one result the agent reported: the hash, when Report was called
-// with it, and whether it said applied.
-type ack struct {
-	hash    string
-	at      time.Time
-	applied bool
+// report is one result an agent reported: the hash, when Report was called
+// with it (wall clock, Unix nanoseconds: agent processes and the bench
+// share the machine's clock), and whether it said applied.
+type report struct {
+	Hash    string `json:"h"`
+	At      int64  `json:"t"`
+	Applied bool   `json:"a,omitempty"`
 }
 
 // maxReports bounds the results each agent remembers; a push round looks
@@ -85,7 +87,7 @@ func (s *sim) onResult(r agent.Result) {
 	if len(s.reports) == maxReports {
 		s.reports = append(s.reports[:0], s.reports[1:]...)
 	}
-	s.reports = append(s.reports, ack{hash: r.Hash, at: now, applied: r.State == agent.Applied})
+	s.reports = append(s.reports, report{Hash: r.Hash, At: now.UnixNano(), Applied: r.State == agent.Applied})
 	s.mu.Unlock()
 	s.sess.Report(r)
 }
@@ -140,32 +142,38 @@ func (s *sim) closed(c *trackedConn) {
 	}
 }
 
-// state is a snapshot of the agent for the scenarios.
-func (s *sim) state() (up bool, connects int, connectAt time.Time) {
+// state is a snapshot of the agent for the scenarios, with the results it
+// reported at or after since (Unix nanoseconds).
+func (s *sim) state(since int64) agentState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.up, s.connects, s.connectAt
-}
-
-// ackSince is the first result applying hash reported at or after t.
-func (s *sim) ackSince(hash string, t time.Time) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.reports {
-		if a.applied && a.hash == hash && !a.at.Before(t) {
-			return a.at, true
+	st := agentState{Up: s.up, Connects: s.connects, Live: s.live}
+	if !s.connectAt.IsZero() {
+		st.ConnectAt = s.connectAt.UnixNano()
+	}
+	for _, r := range s.reports {
+		if r.At >= since {
+			st.Reports = append(st.Reports, r)
 		}
 	}
-	return time.Time{}, false
+	return st
+}
+
+// session says whether the agent has a session now, and how many it has
+// had.
+func (s *sim) session() (up bool, connects int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up, s.connects
 }
 
 // reportedSince says whether the agent reported any result for a hash
-// other than prev at or after t.
-func (s *sim) reportedSince(prev string, t time.Time) bool {
+// other than prev at or after since (Unix nanoseconds).
+func (s *sim) reportedSince(prev string, since int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range s.reports {
-		if a.hash != prev && !a.at.Before(t) {
+	for _, r := range s.reports {
+		if r.Hash != prev && r.At >= since {
 			return true
 		}
 	}
@@ -186,11 +194,15 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// sourceAddr is the loopback source address of agent i: 127.0.0.2 and up,
-// so that each address needs at most maxAgentsPerSource ephemeral ports.
+// sourceAddr is the loopback source address of agent i (of the run):
+// 127.0.0.2 and up, so that each address needs at most maxAgentsPerSource
+// ephemeral ports.
 func sourceAddr(i, addrs int) net.IP {
 	return net.IPv4(127, 0, 0, byte(2+i%addrs))
 }
+
+// relayOf is the index of the relay agent i (of the run) connects to.
+func relayOf(i, relays int) int { return i % relays }
 
 // switchCache is a TLS client session cache that always keeps tickets and
 // offers them only while the fleet's resumption is on.
@@ -208,12 +220,13 @@ func (c switchCache) Get(key string) (*tls.ClientSessionState, bool) {
 
 func (c switchCache) Put(key string, cs *tls.ClientSessionState) { c.cache.Put(key, cs) }
 
-// newFleet makes one simulated agent per identity, agent i for relay
-// i mod len(relayURLs); start starts them.
-func newFleet(ids []identity, relayURLs []string, roots *x509.CertPool, addrs int, version string) (*fleet, error) {
+// newFleet makes one simulated agent per identity; ids[k] is agent
+// first+k of the run, which picks its relay (relayOf) and its source
+// address. start starts them.
+func newFleet(ids []identity, first int, relayURLs []string, roots *x509.CertPool, addrs int, version string) (*fleet, error) {
 	f := &fleet{agents: make([]*sim, len(ids))}
 	for i, id := range ids {
-		s, err := f.newSim(i, id, relayURLs, roots, addrs, version)
+		s, err := f.newSim(first+i, id, relayURLs, roots, addrs, version)
 		if err != nil {
 			return nil, err
 		}
@@ -271,7 +284,7 @@ func (f *fleet) newSim(i int, id identity, relayURLs []string, roots *x509.CertP
 	}
 	cfg.ClientSessionCache = switchCache{on: &f.resumption, cache: tls.NewLRUClientSessionCache(1)}
 
-	s := &sim{id: id.id, relay: i % len(relayURLs), f: f}
+	s := &sim{id: id.id, relay: relayOf(i, len(relayURLs)), f: f}
 	dialer := &net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: sourceAddr(i, addrs)},
 		Timeout:   10 * time.Second,

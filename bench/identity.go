@@ -45,23 +45,66 @@ func loadIdentities(path string, roots *x509.CertPool) (ids []identity, stale in
 	if err != nil {
 		return nil, 0, fmt.Errorf("agent identities: %w", err)
 	}
-	// Every leaf is issued by the same intermediate: verify each distinct
-	// intermediate against the root once, then only each leaf's signature.
-	verified := map[string]*x509.Certificate{}
-	deadline := time.Now().Add(minCertLife)
-	var keyPEM []byte
-	var chain [][]byte
-	flush := func() {
-		if keyPEM == nil {
-			return
-		}
-		id, ok := parseIdentity(keyPEM, chain, roots, verified, deadline)
-		if ok {
+	p := newIdentityParser(roots)
+	scanIdentities(data, func(_ int, keyPEM []byte, chain [][]byte) bool {
+		if id, ok := p.parse(keyPEM, chain); ok {
 			ids = append(ids, id)
 		} else {
 			stale++
 		}
+		return true
+	})
+	return ids, stale, nil
+}
+
+// loadIdentityRange reads entries first to first+count-1 of the cache at
+// path, as an agent process does with its share of a run's agents. Unlike
+// loadIdentities it fails on a missing or stale entry: the bench rewrote
+// the cache so that its first entries are exactly the run's agents.
+func loadIdentityRange(path string, roots *x509.CertPool, first, count int) ([]identity, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent identities: %w", err)
+	}
+	p := newIdentityParser(roots)
+	ids := make([]identity, 0, count)
+	var bad error
+	scanIdentities(data, func(i int, keyPEM []byte, chain [][]byte) bool {
+		if i < first {
+			return true
+		}
+		id, ok := p.parse(keyPEM, chain)
+		if !ok {
+			bad = fmt.Errorf("agent identities: entry %d of %s is not a valid agent certificate of this hub", i, path)
+			return false
+		}
+		ids = append(ids, id)
+		return len(ids) < count
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	if len(ids) < count {
+		return nil, fmt.Errorf("agent identities: %s holds %d entries, want at least %d", path, first+len(ids), first+count)
+	}
+	return ids, nil
+}
+
+// scanIdentities calls fn with each entry of a cache file (a private key,
+// then its chain), in file order, with the entry's index, until fn
+// returns false.
+func scanIdentities(data []byte, fn func(i int, keyPEM []byte, chain [][]byte) bool) {
+	i := 0
+	var keyPEM []byte
+	var chain [][]byte
+	flush := func() bool {
+		if keyPEM == nil {
+			return true
+		}
+		more := fn(i, keyPEM, chain)
+		i++
 		keyPEM, chain = nil, nil
+		return more
 	}
 	for rest := data; ; {
 		var b *pem.Block
@@ -70,7 +113,9 @@ func loadIdentities(path string, roots *x509.CertPool) (ids []identity, stale in
 			break
 		}
 		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
-			flush()
+			if !flush() {
+				return
+			}
 			keyPEM = pem.EncodeToMemory(b)
 			continue
 		}
@@ -79,7 +124,23 @@ func loadIdentities(path string, roots *x509.CertPool) (ids []identity, stale in
 		}
 	}
 	flush()
-	return ids, stale, nil
+}
+
+// identityParser checks cached entries against one hub's root. Every leaf
+// is issued by the same intermediate: it verifies each distinct
+// intermediate against the root once, then only each leaf's signature.
+type identityParser struct {
+	roots    *x509.CertPool
+	verified map[string]*x509.Certificate
+	deadline time.Time
+}
+
+func newIdentityParser(roots *x509.CertPool) *identityParser {
+	return &identityParser{roots: roots, verified: map[string]*x509.Certificate{}, deadline: time.Now().Add(minCertLife)}
+}
+
+func (p *identityParser) parse(keyPEM []byte, chain [][]byte) (identity, bool) {
+	return parseIdentity(keyPEM, chain, p.roots, p.verified, p.deadline)
 }
 
 // parseIdentity is one cached agent, if it is still good for this hub.

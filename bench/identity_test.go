@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,5 +176,46 @@ func TestSourceAddrSpreadsAgents(t *testing.T) {
 		if seen[ip] != 3 {
 			t.Errorf("%s has %d of 9 agents, want 3 (all: %v)", ip, seen[ip], seen)
 		}
+	}
+}
+
+func TestIdentityRange(t *testing.T) {
+	ca := newTestCA(t)
+	path := filepath.Join(t.TempDir(), "agents.pem")
+	ids := []identity{ca.agent("a0", 24*time.Hour), ca.agent("a1", 24*time.Hour), ca.agent("a2", 24*time.Hour), ca.agent("old", time.Hour)}
+	if err := saveIdentities(path, ids); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		first, count int
+		want         []string // nil: an error
+	}{
+		{"all fresh", 0, 3, []string{"a0", "a1", "a2"}},
+		{"middle", 1, 1, []string{"a1"}},
+		{"up to a stale entry", 2, 1, []string{"a2"}},
+		{"through a stale entry", 2, 2, nil},
+		{"past the end", 3, 2, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := loadIdentityRange(path, ca.rootsPool, tc.first, tc.count)
+			if tc.want == nil {
+				if err == nil {
+					t.Fatalf("loaded %d identities, want an error", len(got))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, id := range got {
+				names = append(names, id.id)
+			}
+			if strings.Join(names, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("loaded %v, want %v", names, tc.want)
+			}
+		})
 	}
 }

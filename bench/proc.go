@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -14,8 +15,9 @@ import (
 	"time"
 )
 
-// proc is one nxmesh daemon the bench runs as a child process: the hub or
-// a relay. It can be killed and started again with the same arguments.
+// proc is one nxmesh process the bench runs as a child: the hub, a relay
+// or an agent process. It can be killed and started again with the same
+// arguments.
 type proc struct {
 	name    string
 	bin     string
@@ -24,6 +26,12 @@ type proc struct {
 	// debugAddr is the daemon's --debug-addr (pprof) when the run
 	// profiles, else empty.
 	debugAddr string
+	// pipes, when set, connects the process's standard input and output
+	// to stdin and stdout, which start sets (an agent process speaks with
+	// the bench on them); only stderr goes to logPath.
+	pipes  bool
+	stdin  io.WriteCloser
+	stdout io.ReadCloser
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
@@ -50,8 +58,37 @@ func (p *proc) start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = childEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// The child's ends of the pipes, closed here once it has them. Plain
+	// os.Pipes rather than cmd.StdoutPipe, which Wait would close before
+	// the bench has read the last of it.
+	var childEnds []*os.File
+	if p.pipes {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			logf.Close()
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			logf.Close()
+			inR.Close()
+			inW.Close()
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		cmd.Stdin, cmd.Stdout = inR, outW
+		childEnds = []*os.File{inR, outW}
+		p.stdin, p.stdout = inW, outR
+	}
+	err = cmd.Start()
+	for _, f := range childEnds {
+		f.Close()
+	}
+	if err != nil {
 		logf.Close()
+		if p.pipes {
+			p.stdin.Close()
+			p.stdout.Close()
+		}
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	done := make(chan struct{})

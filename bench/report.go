@@ -472,6 +472,7 @@ func runFacts(r *Result) []fact {
 		{"Storm rounds", strconv.Itoa(c.Storms)},
 		{"TLS resumption", yesNo(c.TLSResumption)},
 		{"Source addresses", strconv.Itoa(c.SourceAddrs)},
+		{"Agent processes", agentProcsFact(c.AgentProcs)},
 		{"Database", orUnknown(c.Database)},
 	}
 	if c.HeartbeatDuration > 0 {
@@ -573,3 +574,14 @@ svg .pct-label { fill: #c0392b; paint-order: stroke; stroke: #fff; stroke-width:
 {{range .}}<tr><th>{{.Name}}</th><td>{{.Value}}</td></tr>
 {{end}}</table>{{end}}
 `))
+
+// agentProcsFact says which processes ran the agents.
+func agentProcsFact(n int) string {
+	switch n {
+	case 0:
+		return "unknown"
+	case 1:
+		return "1 (the bench itself)"
+	}
+	return strconv.Itoa(n) + " beside the bench"
+}

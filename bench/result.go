@@ -44,7 +44,10 @@ type RunConfig struct {
 	HeartbeatDuration float64 `json:"heartbeatDurationMs"`
 	TLSResumption     bool    `json:"tlsResumption"`
 	SourceAddrs       int     `json:"sourceAddrs"`
-	Database          string  `json:"database"` // "sqlite" or "postgres"
+	// AgentProcs is how many processes ran the agents: 1 is the bench
+	// itself, more are agent processes beside it.
+	AgentProcs int    `json:"agentProcs"`
+	Database   string `json:"database"` // "sqlite" or "postgres"
 }
 
 // Machine describes the host.

@@ -22,7 +22,7 @@ type env struct {
 	res   *Result
 	start time.Time
 	cl    *cluster
-	fl    *fleet
+	ag    *swarm
 	smp   *sampler
 	nonce string // makes every push of every run a real change
 	rev   int64  // the workspace revision the agents should run
@@ -34,6 +34,8 @@ type env struct {
 	// baseline is each daemon before the agents connected, for memory and
 	// CPU per agent.
 	baseline map[string]procSample
+	// agentProcs is how many processes run the agents (1: the bench).
+	agentProcs int
 }
 
 // Run runs the scenario cfg names against a hub and relays it starts, and
@@ -80,16 +82,29 @@ func (e *env) note(format string, args ...any) {
 // run sets up, runs the scenario and tears down.
 func (e *env) run(ctx context.Context) (err error) {
 	cfg := e.cfg
-	// Every agent is an open connection in this process and in its relay,
-	// plus a few hundred files and API connections; a few thousand more
-	// leave room for reconnects in flight.
-	need, want := uint64(cfg.Agents)+512, uint64(cfg.Agents)+4096
-	limit, err := raiseFileLimit(want)
-	if limit < need {
-		return fmt.Errorf("bench: %d agents need about %d open files, and the limit is %d: %v; run fewer agents", cfg.Agents, need, limit, err)
-	}
+	// Every agent is an open connection in its agent process and in its
+	// relay. Ask for room for all of them in the bench, plus a few
+	// thousand for files, API connections and reconnects in flight; where
+	// the hard limit is lower and cannot be raised, the agents are spread
+	// over agent processes, each under the limit (planAgentProcs).
+	want := uint64(cfg.Agents) + 4096
+	limit, raiseErr := raiseFileLimit(want)
+	procs, err := planAgentProcs(cfg.Agents, cfg.Relays, cfg.AgentProcs, limit)
 	if err != nil {
-		e.note("open files limit is %d, a little below the %d asked for: %v", limit, want, err)
+		if raiseErr != nil {
+			return fmt.Errorf("%w (the bench cannot %v)", err, raiseErr)
+		}
+		return err
+	}
+	e.agentProcs = procs
+	e.res.Config.AgentProcs = procs
+	switch {
+	case procs > 1 && cfg.AgentProcs == 0:
+		e.note("open files limit is %s (the bench cannot %v): the agents ran in %d agent processes of about %s each", groupInt(int(limit)), raiseErr, procs, groupInt(ceilDiv(cfg.Agents, procs)))
+	case procs > 1:
+		e.note("the agents ran in %d agent processes of about %s each (--agent-procs)", procs, groupInt(ceilDiv(cfg.Agents, procs)))
+	case raiseErr != nil:
+		e.note("open files limit is %d, a little below the %d asked for: %v", limit, want, raiseErr)
 	}
 	// After raising the limit, so that the report shows the one in force.
 	e.res.Machine = CollectMachine(cfg.Version)
@@ -111,7 +126,7 @@ func (e *env) run(ctx context.Context) (err error) {
 	wg.Go(func() { e.smp.progress(sctx, cfg.Progress) })
 	if cfg.ProfileDir != "" {
 		pr := &profiler{dir: cfg.ProfileDir, phase: e.smp.phaseNow}
-		wg.Go(func() { pr.run(sctx, e.cl.procs()) })
+		wg.Go(func() { pr.run(sctx, append(e.cl.procs(), e.ag.procs()...)) })
 		e.note("CPU profiles of every process, in %s windows, are in %s", profileWindow, cfg.ProfileDir)
 	}
 	stopSampling = func() {
@@ -203,7 +218,13 @@ func (e *env) setUp(ctx context.Context) error {
 	if len(ids) > 0 {
 		reused = append(reused, fmt.Sprintf("%d agent certificates", len(ids)))
 	}
-	if missing := cfg.Agents - len(ids); missing > 0 {
+	if missing := cfg.Agents - len(ids); missing == 0 && stale > 0 {
+		// Agent processes read their share of ids from the cache by
+		// position: it must hold exactly the usable identities, in order.
+		if err := saveIdentities(identitiesFile(cfg.WorkDir), cached); err != nil {
+			return err
+		}
+	} else if missing > 0 {
 		t0 := time.Now()
 		last := time.Now()
 		minted, err := mintIdentities(ctx, cl.api, missing, cfg.Enrollers, map[string]string{"bench": "sim"}, func(done int) {
@@ -240,22 +261,28 @@ func (e *env) setUp(ctx context.Context) error {
 	for i, r := range cl.relays {
 		urls[i] = r.agentURL()
 	}
-	if e.fl, err = newFleet(ids, urls, cl.roots, cfg.SourceAddrs, cfg.Version); err != nil {
+	if e.agentProcs > 1 {
+		progress(fmt.Sprintf("starting %d agent processes of about %d agents each", e.agentProcs, ceilDiv(cfg.Agents, e.agentProcs)))
+	}
+	if e.ag, err = startSwarm(ctx, cfg, e.agentProcs, ids, urls, cl.rootPEM); err != nil {
 		return err
 	}
 	e.smp = &sampler{
-		start: e.start,
-		procs: cl.procs,
-		conn:  func() int { return e.connected() },
-		phase: "starting",
+		start:  e.start,
+		procs:  cl.procs,
+		agents: e.ag.pids,
+		conn:   func() int { return e.connected() },
+		phase:  "starting",
 	}
 	return nil
 }
 
 // teardown stops the agents, then the relays and the hub.
 func (e *env) teardown() {
-	if e.fl != nil {
-		e.fl.stop()
+	if e.ag != nil {
+		if err := e.ag.stop(); err != nil {
+			e.note("%v", err)
+		}
 	}
 	if e.cl != nil {
 		e.cl.stop()
@@ -264,10 +291,7 @@ func (e *env) teardown() {
 
 // connected is how many agents have a session now.
 func (e *env) connected() int {
-	if e.fl == nil {
-		return 0
-	}
-	return int(e.fl.connected.Load())
+	return int(e.ag.counts().Connected)
 }
 
 func fileExists(path string) bool {

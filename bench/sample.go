@@ -20,7 +20,10 @@ const sampleInterval = 500 * time.Millisecond
 type sampler struct {
 	start time.Time
 	procs func() []*proc // the daemons now (relays restart with new pids)
-	conn  func() int     // agents connected now
+	// agents are the agent processes other than the bench (none when the
+	// agents run in it): their memory and CPU count as the bench's.
+	agents func() []int
+	conn   func() int // agents connected now
 
 	mu     sync.Mutex // guards the fields below
 	series []Sample
@@ -30,8 +33,9 @@ type sampler struct {
 	detail func() string
 }
 
-// bench is the name of this process in the samples: the simulated agents'
-// memory and CPU, which share the machine with the daemons.
+// benchProc is the name of the bench in the samples: this process and its
+// agent processes, whose memory and CPU are the simulated agents' cost on
+// the machine the daemons share.
 const benchProc = "bench"
 
 // run samples until ctx ends.
@@ -58,6 +62,14 @@ func (s *sampler) sample() {
 		}
 	}
 	if r, err := readProc(os.Getpid()); err == nil {
+		for _, pid := range s.agents() {
+			// An agent process that cannot be read has exited, which
+			// fails the run.
+			if a, err := readProc(pid); err == nil {
+				r.RSS += a.RSS
+				r.CPU += a.CPU
+			}
+		}
 		readings[benchProc] = r
 	}
 	smp := Sample{

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 )
 
@@ -78,9 +77,10 @@ func (e *env) connect(ctx context.Context) error {
 
 	cr := &ConnectResult{Agents: cfg.Agents}
 	e.res.Connect = cr
-	fl := e.fl
 	t0 := time.Now()
-	fl.start(ctx, cfg.ConnectRate)
+	if err := e.ag.start(ctx, cfg.ConnectRate); err != nil {
+		return err
+	}
 	e.smp.setPhase("connect", func() string { return fmt.Sprintf("%d/%d agents connected", e.connected(), cfg.Agents) })
 	err = e.wait(ctx, "every agent to connect", 20*time.Millisecond, func() (bool, error) {
 		return e.connected() >= cfg.Agents, nil
@@ -89,13 +89,16 @@ func (e *env) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var last time.Time
-	for _, s := range fl.agents {
-		if _, _, at := s.state(); at.After(last) {
-			last = at
-		}
+	// Only the sessions matter here: no results (since now).
+	states, err := e.ag.states(ctx, time.Now())
+	if err != nil {
+		return err
 	}
-	took := last.Sub(t0)
+	var last int64
+	for _, st := range states {
+		last = max(last, st.ConnectAt)
+	}
+	took := time.Unix(0, last).Sub(t0)
 	cr.DurationMs = millis(took)
 	cr.HandshakesPerS = float64(cfg.Agents) / took.Seconds()
 	if err := e.waitConverged(ctx, "the hub to count every agent applied", e.rev, 50*time.Millisecond); err != nil {
@@ -107,8 +110,8 @@ func (e *env) connect(ctx context.Context) error {
 	}
 	now := e.readProcs()
 	perRelay := make([]int, len(e.cl.relays))
-	for _, s := range fl.agents {
-		perRelay[s.relay]++
+	for i := range cfg.Agents {
+		perRelay[relayOf(i, len(perRelay))]++
 	}
 	add := func(p *proc, agents int) ProcessStats {
 		ps := ProcessStats{Name: p.name, Agents: agents}
@@ -178,13 +181,15 @@ func (e *env) pushes(ctx context.Context) error {
 // API's answer to its ack of the hash the hub assigned it. lat has one
 // sample per agent that acked.
 func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Duration, err error) {
-	agents := e.fl.agents
-	prev := make([]string, len(agents))
-	for i, s := range agents {
-		prev[i], _ = s.Live()
-	}
-	pr = PushResult{Round: round, Agents: len(agents)}
+	n := e.cfg.Agents
+	pr = PushResult{Round: round, Agents: n}
+	// Every agent process takes each agent's hash now, and counts the
+	// agents that report another one from sent on.
 	sent := time.Now()
+	mark, err := e.ag.mark(ctx, sent, nil)
+	if err != nil {
+		return pr, nil, err
+	}
 	ans, err := e.cl.api.apply(ctx, siteYAML(fmt.Sprintf("%s-%d", e.nonce, round)), fmt.Sprintf("nxmesh bench: push %d", round))
 	answered := time.Now()
 	if err != nil {
@@ -197,18 +202,18 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 
 	// Wait until every agent reported a result for a new hash; which hash
 	// it should be is the hub's to say, below.
-	var acked atomic.Int64 // agents[:acked] have reported; read by the progress line
 	e.smp.setPhase(fmt.Sprintf("push %d/%d", round, e.cfg.Pushes), func() string {
-		return fmt.Sprintf("revision %d, about %d/%d agents acked", ans.Revision, acked.Load(), len(agents))
+		reported, _, _ := e.ag.watched(mark)
+		return fmt.Sprintf("revision %d, about %d/%d agents acked", ans.Revision, reported, n)
 	})
 	waitErr := e.wait(ctx, fmt.Sprintf("push %d: every agent to ack", round), 5*time.Millisecond, func() (bool, error) {
-		next := int(acked.Load())
-		for next < len(agents) && agents[next].reportedSince(prev[next], sent) {
-			next++
-		}
-		acked.Store(int64(next))
-		return next == len(agents), nil
+		reported, _, ok := e.ag.watched(mark)
+		return ok && reported == n, nil
 	})
+	states, err := e.ag.states(ctx, sent)
+	if err != nil {
+		return pr, nil, errors.Join(waitErr, err)
+	}
 
 	// The hub's word: the hash each agent should now run. Only a result
 	// for exactly that hash counts as an ack.
@@ -222,9 +227,9 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 	}
 	hashes := map[string]int{}
 	early := 0
-	for _, s := range agents {
-		h := desired[s.id]
-		at, ok := s.ackSince(h, sent)
+	for i, st := range states {
+		h := desired[e.ag.ids[i]]
+		at, ok := st.ackSince(h, sent.UnixNano())
 		if h == "" || !ok {
 			continue
 		}
@@ -250,8 +255,8 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 	if waitErr != nil {
 		return pr, lat, waitErr
 	}
-	if pr.Acked != len(agents) {
-		return pr, lat, fmt.Errorf("push %d: %d of %d agents acked the hash the hub assigned them", round, pr.Acked, len(agents))
+	if pr.Acked != n {
+		return pr, lat, fmt.Errorf("push %d: %d of %d agents acked the hash the hub assigned them", round, pr.Acked, n)
 	}
 	// The next round starts once the hub, too, knows every ack.
 	err = e.waitConverged(ctx, fmt.Sprintf("push %d: the hub to count every agent applied", round), pr.Revision, 50*time.Millisecond)
@@ -291,21 +296,30 @@ func (e *env) storm(ctx context.Context, round int, resume bool) (StormResult, e
 	if err := e.waitConverged(ctx, "the hub to count every agent applied before the storm", e.rev, 50*time.Millisecond); err != nil {
 		return StormResult{Round: round, TLSResumption: resume}, err
 	}
-	e.fl.resumption.Store(resume)
-	victims := e.cl.relays[:e.cfg.StormRelays]
-	type before struct {
-		s        *sim
-		connects int
+	sr := StormResult{Round: round, TLSResumption: resume}
+	if err := e.ag.setResumption(ctx, resume); err != nil {
+		return sr, err
 	}
-	var hit []before
-	for _, s := range e.fl.agents {
-		if s.relay < len(victims) {
-			_, n, _ := s.state()
-			hit = append(hit, before{s, n})
+	victims := e.cl.relays[:e.cfg.StormRelays]
+	marked := make([]int, len(victims))
+	for i := range victims {
+		marked[i] = i
+	}
+	// hit are the agents of the victims (by index in the run).
+	var hit []int
+	for i := range e.cfg.Agents {
+		if relayOf(i, len(e.cl.relays)) < len(victims) {
+			hit = append(hit, i)
 		}
 	}
-	sr := StormResult{Round: round, TLSResumption: resume, Agents: len(hit)}
-	resumed := e.fl.resumed.Load()
+	sr.Agents = len(hit)
+	// Every agent process takes each agent's session count now, and
+	// counts the victims' agents that have a newer session.
+	mark, err := e.ag.mark(ctx, time.Now(), marked)
+	if err != nil {
+		return sr, err
+	}
+	resumed := e.ag.counts().Resumed
 	mode := map[bool]string{false: "off", true: "on"}[resume]
 	e.smp.setPhase(fmt.Sprintf("storm %d (TLS resumption %s)", round, mode), nil)
 
@@ -318,36 +332,29 @@ func (e *env) storm(ctx context.Context, round int, resume bool) (StormResult, e
 			return sr, err
 		}
 	}
-	var back atomic.Int64 // hit[:back] are back; read by the progress line
 	e.smp.setPhase(fmt.Sprintf("storm %d (TLS resumption %s)", round, mode), func() string {
-		return fmt.Sprintf("about %d/%d agents back", back.Load(), len(hit))
+		_, back, _ := e.ag.watched(mark)
+		return fmt.Sprintf("about %d/%d agents back", back, len(hit))
 	})
-	err := e.wait(ctx, fmt.Sprintf("storm %d: every agent back", round), 10*time.Millisecond, func() (bool, error) {
-		i := int(back.Load())
-		for i < len(hit) {
-			up, n, _ := hit[i].s.state()
-			if !up || n <= hit[i].connects {
-				break
-			}
-			i++
-		}
-		back.Store(int64(i))
-		return i == len(hit), nil
+	err = e.wait(ctx, fmt.Sprintf("storm %d: every agent back", round), 10*time.Millisecond, func() (bool, error) {
+		_, back, ok := e.ag.watched(mark)
+		return ok && back == len(hit), nil
 	})
 	if err != nil {
 		return sr, err
 	}
 	e.smp.setPhase(fmt.Sprintf("storm %d (TLS resumption %s)", round, mode), e.hubLine)
-	var last time.Time
-	for _, h := range hit {
-		_, n, at := h.s.state()
-		sr.Reconnects += n - h.connects
-		if at.After(last) {
-			last = at
-		}
+	states, err := e.ag.states(ctx, time.Now())
+	if err != nil {
+		return sr, err
 	}
-	sr.BackMs = millis(last.Sub(t0))
-	sr.Resumed = int(e.fl.resumed.Load() - resumed)
+	var last int64
+	for _, i := range hit {
+		sr.Reconnects += states[i].Reconnects
+		last = max(last, states[i].ConnectAt)
+	}
+	sr.BackMs = millis(time.Unix(0, last).Sub(t0))
+	sr.Resumed = int(e.ag.counts().Resumed - resumed)
 
 	ids := make([]string, len(victims))
 	for i, r := range victims {
@@ -394,10 +401,10 @@ func (e *env) heartbeat(ctx context.Context) error {
 		return err
 	}
 	procs0 := e.readProcs()
-	hb0 := e.fl.heartbeats.Load()
+	hb0 := e.ag.counts().Heartbeats
 	t0 := time.Now()
 	e.smp.setPhase("heartbeat", func() string {
-		return fmt.Sprintf("%s of %s, %d heartbeats", time.Since(t0).Truncate(time.Second), cfg.HeartbeatDuration, e.fl.heartbeats.Load()-hb0)
+		return fmt.Sprintf("%s of %s, %d heartbeats", time.Since(t0).Truncate(time.Second), cfg.HeartbeatDuration, e.ag.counts().Heartbeats-hb0)
 	})
 	err = e.wait(ctx, "heartbeat phase", 100*time.Millisecond, func() (bool, error) {
 		if c := e.connected(); c < cfg.Agents {
@@ -410,7 +417,7 @@ func (e *env) heartbeat(ctx context.Context) error {
 	}
 	took := time.Since(t0)
 	procs1 := e.readProcs()
-	hb1 := e.fl.heartbeats.Load()
+	hb1 := e.ag.counts().Heartbeats
 	writes1, err := e.cl.api.metric(ctx, "nxmesh_store_write_transactions_total")
 	if err != nil {
 		return err
@@ -492,6 +499,9 @@ func (e *env) readProcs() map[string]procSample {
 func (e *env) wait(ctx context.Context, what string, interval time.Duration, cond func() (bool, error)) error {
 	return waitFor(ctx, e.cfg.Timeout, interval, what, func() (bool, error) {
 		if err := e.cl.checkAlive(); err != nil {
+			return false, err
+		}
+		if err := e.ag.checkAlive(); err != nil {
 			return false, err
 		}
 		return cond()

@@ -23,6 +23,7 @@ type benchCmd struct {
 	HeartbeatDuration time.Duration `help:"How long the heartbeat scenario measures (default four intervals)."`
 	SourceAddrs       int           `help:"Loopback source addresses (127.0.0.2, ...) the agents dial from (default one per 25000 agents)."`
 	ConnectRate       int           `help:"Agents started per second (default 0: all at once)."`
+	AgentProcs        int           `help:"Processes that run the simulated agents: 1 is this one, more are agent processes beside it, each with an equal share (default 0: 1 when the agents fit the open files limit, else as few as it allows)."`
 	Enrollers         int           `help:"Enrollments at once while minting agent certificates." default:"4"`
 	WorkDir           string        `help:"Keeps hub data, relay state, agent keys and certificates, and daemon logs between runs." default:".bench" type:"path"`
 	Fresh             bool          `help:"Discard the hub data, relay state and agent certificates in --work-dir and start over."`
@@ -30,7 +31,7 @@ type benchCmd struct {
 	Timeout           time.Duration `help:"Bound on every wait: all agents connected, a push acked, a storm back (default 2m plus 1s per 500 agents)."`
 	JSON              string        `name:"json" help:"Write every figure, sample and the machine's facts to this file as JSON." type:"path"`
 	HTML              string        `name:"html" help:"Write a self-contained HTML report with charts to this file." type:"path"`
-	ProfileDir        string        `help:"Write CPU profiles of the hub, the relays and the bench here, in 2-second windows named PROCESS-PHASE-N.pprof (go tool pprof DIR/relay-1-push-*.pprof merges a phase)." type:"path"`
+	ProfileDir        string        `help:"Write CPU profiles of the hub, the relays, the bench and its agent processes here, in 2-second windows named PROCESS-PHASE-N.pprof (go tool pprof DIR/relay-1-push-*.pprof merges a phase)." type:"path"`
 	Binary            string        `help:"nxmesh executable to run as hub and relays (default this one)." type:"path"`
 }
 
@@ -46,7 +47,7 @@ Scenarios (each starts by connecting every agent):
 
 The work directory keeps the hub's data and the agents' keys and certificates (valid for a day), so a second run enrolls nothing; the output says what was reused. --fresh starts over. The daemons' logs are in WORK_DIR/logs.
 
-The bench raises its open-files limit (and its children's) to what --agents needs, and notes in the result when it cannot.`
+The bench raises its open-files limit (and its children's) to what --agents needs. Where the hard limit stops it (a process holds one open file per agent connection), it spreads the agents over agent processes (hidden "nxmesh bench-agents" children of this one, see --agent-procs), whose memory and CPU count as the bench's; each relay must hold its agents under the same limit, so a run refuses agents/--relays above it and names the --relays that would fit. The result says how many agent processes ran.`
 }
 
 func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
@@ -62,6 +63,7 @@ func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
 		HeartbeatDuration: c.HeartbeatDuration,
 		SourceAddrs:       c.SourceAddrs,
 		ConnectRate:       c.ConnectRate,
+		AgentProcs:        c.AgentProcs,
 		Enrollers:         c.Enrollers,
 		WorkDir:           c.WorkDir,
 		ProfileDir:        c.ProfileDir,

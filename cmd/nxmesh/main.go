@@ -35,6 +35,8 @@ type cli struct {
 	Relay    relayCmd    `cmd:"" help:"The regional relay: enroll with a hub."`
 	Demo     demoCmd     `cmd:"" help:"Run a hub, a relay and an agent with a real nginx on this machine, and a sample site."`
 	Bench    benchCmd    `cmd:"" help:"Drive a hub and relays with thousands of simulated agents and measure connect, push, storm and heartbeat."`
+
+	BenchAgents benchAgentsCmd `cmd:"" name:"bench-agents" hidden:"" help:"An agent process of nxmesh bench: runs a share of its simulated agents, driven over stdin and stdout."`
 }
 
 // Globals are flags shared by every command.
