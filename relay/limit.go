@@ -2,27 +2,40 @@ package relay
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // handshakeLimiter lets at most cap(slots) accepted connections be between
-// accept and the end of their TLS handshake and upgrade request. Accept
-// waits for a free slot, so a reconnect storm queues in the kernel's listen
-// backlog, where waiting costs nothing, instead of running ten thousand
-// handshakes at once: each would then take seconds of shared CPU, and many
-// would hit the client's handshake timeout and start over.
+// accept and the end of their TLS handshake and upgrade request, so that a
+// reconnect storm does not run ten thousand handshakes at once: each would
+// then take seconds of shared CPU, and many would hit the client's
+// handshake timeout and start over.
+//
+// Connections are taken from the kernel as fast as they come, by a
+// goroutine of their own, and wait for a slot in a queue here (at most
+// maxQueued; beyond it they wait in the kernel's listen backlog). The
+// backlog alone was too small: at somaxconn (4096 by default) a storm
+// overflowed it, and every dropped SYN cost its agent a one-second (then
+// three-, then seven-second) TCP retransmission, while the relay sat
+// idle. A queued connection costs a file descriptor and the kernel's
+// buffer of its ClientHello, nothing more.
 //
 // A slot is given back when the connection's first request has been read
 // (the handshake is done), or when it is hijacked or closed; net/http
 // reports these through http.Server.ConnState.
 type handshakeLimiter struct {
 	net.Listener
-	slots chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	slots  chan struct{}
+	queued chan accepted
+	done   chan struct{}
+	once   sync.Once
+	// loopDone is closed when acceptLoop has returned.
+	loopDone chan struct{}
 	// accepted, when set, counts accepted connections.
 	accepted *atomic.Int64
 
@@ -30,8 +43,68 @@ type handshakeLimiter struct {
 	holding map[net.Conn]bool
 }
 
+// accepted is one result of the real listener's Accept.
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// maxQueued bounds the connections accepted and waiting for a slot.
+const maxQueued = 16384
+
 func newHandshakeLimiter(ln net.Listener, n int) *handshakeLimiter {
-	return &handshakeLimiter{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}), holding: map[net.Conn]bool{}}
+	l := &handshakeLimiter{
+		Listener: ln,
+		slots:    make(chan struct{}, n),
+		queued:   make(chan accepted, maxQueued),
+		done:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		holding:  map[net.Conn]bool{},
+	}
+	go l.acceptLoop()
+	return l
+}
+
+// acceptLoop moves connections from the kernel into the queue until the
+// listener fails for good, which it queues for Accept to return. After a
+// temporary failure (out of file descriptors) it waits and tries again, as
+// http.Server does: 5 ms, doubling up to a second.
+func (l *handshakeLimiter) acceptLoop() {
+	defer close(l.loopDone)
+	var wait time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil && !errors.Is(err, net.ErrClosed) && isTemporary(err) {
+			wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(wait):
+				continue
+			case <-l.done:
+				return
+			}
+		}
+		wait = 0
+		if err == nil && l.accepted != nil {
+			l.accepted.Add(1)
+		}
+		select {
+		case l.queued <- accepted{c, err}:
+		case <-l.done:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// isTemporary reports an accept error worth retrying.
+func isTemporary(err error) bool {
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
 }
 
 // Accept waits for a slot, then for a connection.
@@ -41,24 +114,39 @@ func (l *handshakeLimiter) Accept() (net.Conn, error) {
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
+	var a accepted
+	select {
+	case a = <-l.queued:
+	case <-l.done:
 		<-l.slots
-		return nil, err
+		return nil, net.ErrClosed
+	}
+	if a.err != nil {
+		<-l.slots
+		return nil, a.err
 	}
 	l.mu.Lock()
-	l.holding[c] = true
+	l.holding[a.c] = true
 	l.mu.Unlock()
-	if l.accepted != nil {
-		l.accepted.Add(1)
-	}
-	return c, nil
+	return a.c, nil
 }
 
-// Close stops Accept, also one waiting for a slot.
+// Close stops Accept, also one waiting for a slot, and closes the
+// connections still queued.
 func (l *handshakeLimiter) Close() error {
 	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	err := l.Listener.Close()
+	<-l.loopDone
+	for {
+		select {
+		case a := <-l.queued:
+			if a.c != nil {
+				a.c.Close()
+			}
+		default:
+			return err
+		}
+	}
 }
 
 // connState is the http.Server.ConnState hook that gives slots back.

@@ -43,3 +43,25 @@ func TestHandshakeLimit(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "20 agents through one slot", func() bool { return r1.Stats().AgentsConnected == 20 })
 }
+
+// TestAcceptQueue: connections beyond the handshake slots are accepted at
+// once and wait in the relay, not in the kernel's listen backlog, whose
+// overflow would drop SYNs and cost clients seconds of TCP retransmission.
+func TestAcceptQueue(t *testing.T) {
+	c := openCA(t, 1)
+	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) { cfg.MaxHandshakes = 1 })
+	addr := strings.TrimSuffix(strings.TrimPrefix(r.url, "wss://"), "/v1/agent")
+	const n = 50
+	for range n {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+	}
+	// One silent connection holds the only slot; all are accepted anyway.
+	eventually(t, 10*time.Second, "every connection accepted", func() bool { return r.Stats().Accepted == n })
+	if got := r.Stats().AgentsConnected; got != 0 {
+		t.Fatalf("%d agents connected", got)
+	}
+}
