@@ -20,10 +20,16 @@ const (
 // Scenarios lists every scenario, in the order --help shows them.
 var Scenarios = []string{ScenarioConnect, ScenarioPush, ScenarioStorm, ScenarioHeartbeat, ScenarioStandard}
 
-// maxAgentsPerSource is how many agents share one loopback source address:
-// each connection takes an ephemeral port of its source address, and
-// Linux gives about 28,000 of them (32768-60999) per address.
+// maxAgentsPerSource is how many agents share one loopback source address
+// at most: each connection takes an ephemeral port of its source address,
+// and Linux gives about 28,000 of them (32768-60999) per address.
 const maxAgentsPerSource = 25000
+
+// defaultAgentsPerSource is how many share one by default, far fewer: the
+// kernel's search for a free port grows costly as an address's range
+// fills (at 25,000 agents per address, bind took most of the agent
+// processes' CPU while 50,000 agents connected).
+const defaultAgentsPerSource = 5000
 
 // Config is one bench run. Zero values take the scenario's defaults
 // (Validate fills them in).
@@ -53,7 +59,8 @@ type Config struct {
 	// four intervals).
 	HeartbeatInterval, HeartbeatDuration time.Duration
 	// SourceAddrs is how many loopback source addresses (127.0.0.2, ...)
-	// the agents are spread over (default: one per 25,000 agents).
+	// the agents are spread over (default: one per 5,000 agents; at most
+	// 25,000 per address).
 	SourceAddrs int
 	// ConnectRate starts at most this many agents per second (default 0:
 	// all at once, the worst case a relay must survive).
@@ -132,9 +139,9 @@ func (c *Config) Validate() error {
 	if c.HeartbeatDuration <= 0 {
 		c.HeartbeatDuration = 4 * c.HeartbeatInterval
 	}
-	need := (c.Agents + maxAgentsPerSource - 1) / maxAgentsPerSource
+	need := ceilDiv(c.Agents, maxAgentsPerSource)
 	if c.SourceAddrs == 0 {
-		c.SourceAddrs = need
+		c.SourceAddrs = min(ceilDiv(c.Agents, defaultAgentsPerSource), 250)
 	}
 	if c.SourceAddrs < need || c.SourceAddrs > 250 {
 		return fmt.Errorf("bench: %d source addresses for %d agents: want %d to 250 (at most %d agents per address)", c.SourceAddrs, c.Agents, need, maxAgentsPerSource)

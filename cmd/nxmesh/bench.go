@@ -21,7 +21,7 @@ type benchCmd struct {
 	StormRelays       int           `help:"Relays a storm kills and restarts at once (default all)."`
 	HeartbeatInterval time.Duration `help:"Heartbeat interval the relays tell agents." default:"15s"`
 	HeartbeatDuration time.Duration `help:"How long the heartbeat scenario measures (default four intervals)."`
-	SourceAddrs       int           `help:"Loopback source addresses (127.0.0.2, ...) the agents dial from (default one per 25000 agents)."`
+	SourceAddrs       int           `help:"Loopback source addresses (127.0.0.2, ...) the agents dial from (default one per 5000 agents; at most 25000 per address)."`
 	ConnectRate       int           `help:"Agents started per second (default 0: all at once)."`
 	AgentProcs        int           `help:"Processes that run the simulated agents: 1 is this one, more are agent processes beside it, each with an equal share (default 0: 1 when the agents fit the open files limit, else as few as it allows)."`
 	Enrollers         int           `help:"Enrollments at once while minting agent certificates." default:"4"`
