@@ -12,8 +12,10 @@ import (
 	"github.com/nxmesh/nxmesh/wire"
 )
 
-// Goroutines per agent connection: exactly one, the HTTP handler that
-// upgraded it, which reads. There is NO idle writer goroutine: frames for an
+// Goroutines per agent connection: exactly one, parked in a read; each
+// message read is handled by that goroutine, which then starts a fresh one
+// for the next read and exits (readAgent says why). There is NO idle
+// writer goroutine: frames for an
 // agent go into its bounded queue, and the first enqueue into an empty queue
 // starts an on-demand writer goroutine that drains the queue and exits when
 // it is empty. 50k idle agents therefore cost 50k goroutines, not 100k, and
@@ -89,48 +91,62 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
 	go func() {
 		defer s.wg.Done()
-		s.runAgentSession(ws, id, remote)
+		// Every read of the session happens right here or in readAgent,
+		// never beneath startAgentSession's large frame.
+		conn := wire.NewConn(ws, wire.MaxAgentMessage, 3*s.cfg.HeartbeatInterval)
+		if !s.agentAllowed(conn, id) {
+			return
+		}
+		m, _, err := conn.Read(s.sessions)
+		if a := s.startAgentSession(conn, id, remote, m, err); a != nil {
+			s.readNext(a)
+		}
 	}()
 }
 
-// runAgentSession runs one upgraded agent connection until it ends.
-func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote string) {
-	interval := s.cfg.HeartbeatInterval
-	conn := wire.NewConn(ws, wire.MaxAgentMessage, 3*interval)
-	log := s.log.With("agent", id.ID, "remote", remote)
-	if id.Role != pki.RoleAgent || id.TrustDomain != s.cfg.TrustDomain {
-		log.Warn("refusing non-agent certificate on /v1/agent", "identity", id.String())
-		conn.CloseAndWait(wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
-		return
+// agentAllowed refuses, and closes, a connection whose certificate is not
+// an agent's of this trust domain.
+func (s *Server) agentAllowed(conn *wire.Conn, id pki.Identity) bool {
+	if id.Role == pki.RoleAgent && id.TrustDomain == s.cfg.TrustDomain {
+		return true
 	}
-	ctx := s.sessions
-	m, _, err := conn.Read(ctx)
+	s.log.Warn("refusing non-agent certificate on /v1/agent", "identity", id.String())
+	conn.CloseAndWait(wire.CloseUnauthorizedRole, wire.ReasonUnauthorizedRole)
+	return false
+}
+
+// startAgentSession takes an agent connection's first message (m, or the
+// error reading it), which must be its Hello, registers the session and
+// queues its Welcome. It returns nil when the session ended instead;
+// otherwise the caller reads it (readAgent) and unregisters it.
+func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote string, m wire.Message, err error) *agentConn {
+	interval := s.cfg.HeartbeatInterval
+	log := s.log.With("agent", id.ID, "remote", remote)
 	if err != nil {
 		log.Info("agent session ended before hello", "err", err)
-		return
+		return nil
 	}
 	hello, ok := m.(*wire.Hello)
 	if !ok {
 		log.Info("agent's first message is not hello", "type", m.Type())
 		conn.CloseAndWait(wire.CloseMalformed, "first message must be hello")
-		return
+		return nil
 	}
 	if hello.Protocol != wire.Protocol {
 		conn.CloseAndWait(wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
-		return
+		return nil
 	}
 	a := &agentConn{s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(), applied: hello.AppliedHash}
 	old, refused := s.register(a)
 	if refused != "" {
 		log.Info("refusing revoked agent")
 		conn.CloseAndWait(wire.CloseRevoked, refused)
-		return
+		return nil
 	}
 	if old != nil {
 		_ = old.conn.Close(wire.CloseSuperseded, wire.ReasonSuperseded)
 	}
 	log.Debug("agent connected", "applied", hello.AppliedHash)
-	defer s.unregister(a)
 
 	s.mu.Lock()
 	s.enqueueLocked(a, outFrame{msg: &wire.Welcome{
@@ -140,28 +156,58 @@ func (s *Server) runAgentSession(ws *websocket.Conn, id pki.Identity, remote str
 	}})
 	s.syncAgentLocked(a)
 	s.mu.Unlock()
+	return a
+}
 
-	for {
-		m, _, err := conn.Read(ctx)
-		if err != nil {
-			var ce *websocket.CloseError
-			if !errors.As(err, &ce) && !errors.Is(err, context.Canceled) {
-				log.Debug("agent session ended", "err", err)
-			}
-			return
+// readAgent reads one message of a's session and handles it, then hands
+// the session to a new goroutine for the next one; it unregisters the
+// session when it ends.
+//
+// Why a goroutine per message: an idle session is one goroutine parked in
+// a read, and its stack is most of the session's memory. Go grows a stack
+// to the deepest point its goroutine ever reached and shrinks it only when
+// under a quarter of it is in use. The parked read (gorilla, then
+// crypto/tls) fits in 4 KiB; decoding a message with encoding/json does
+// not, and would leave every agent that ever sent a result with an 8 KiB
+// stack. A fresh goroutine per message starts small and parks small; the
+// cost is one goroutine start per heartbeat, a microsecond.
+func (s *Server) readAgent(a *agentConn) {
+	// Not s.sessions: watching a context costs every parked session a
+	// few hundred bytes, and stop closes registered sessions itself.
+	m, _, err := a.conn.Read(context.Background())
+	if err != nil {
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) && !errors.Is(err, context.Canceled) {
+			s.log.Debug("agent session ended", "agent", a.id, "err", err)
 		}
-		switch m := m.(type) {
-		case *wire.Heartbeat:
-			s.onHeartbeat(a, m)
-		case *wire.Result:
-			s.onResult(a, m)
-		default:
-			// A known type in the wrong direction is a protocol violation
-			// of this session only.
-			log.Info("unexpected message from agent", "type", m.Type())
-			conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
-			return
-		}
+		s.unregister(a)
+		return
+	}
+	switch m := m.(type) {
+	case *wire.Heartbeat:
+		s.onHeartbeat(a, m)
+	case *wire.Result:
+		s.onResult(a, m)
+	default:
+		// A known type in the wrong direction is a protocol violation
+		// of this session only.
+		s.log.Info("unexpected message from agent", "agent", a.id, "type", m.Type())
+		a.conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
+		s.unregister(a)
+		return
+	}
+	s.readNext(a)
+}
+
+// readNext starts the goroutine that reads a's next message, or ends the
+// session when the relay is stopping.
+func (s *Server) readNext(a *agentConn) {
+	s.mu.Lock()
+	next := s.goTrackedLocked(func() { s.readAgent(a) })
+	s.mu.Unlock()
+	if !next {
+		a.conn.CloseNow()
+		s.unregister(a)
 	}
 }
 

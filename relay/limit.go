@@ -31,20 +31,19 @@ import (
 type handshakeLimiter struct {
 	net.Listener
 	slots  chan struct{}
-	queued chan accepted
+	queued chan acceptResult
 	done   chan struct{}
 	once   sync.Once
 	// loopDone is closed when acceptLoop has returned.
 	loopDone chan struct{}
-	// accepted, when set, counts accepted connections.
-	accepted *atomic.Int64
+	accepted *atomic.Int64 // counts accepted connections; may be nil
 
 	mu      sync.Mutex // guards holding
 	holding map[net.Conn]bool
 }
 
-// accepted is one result of the real listener's Accept.
-type accepted struct {
+// acceptResult is one result of the real listener's Accept.
+type acceptResult struct {
 	c   net.Conn
 	err error
 }
@@ -52,11 +51,14 @@ type accepted struct {
 // maxQueued bounds the connections accepted and waiting for a slot.
 const maxQueued = 16384
 
-func newHandshakeLimiter(ln net.Listener, n int) *handshakeLimiter {
+// newHandshakeLimiter wraps ln with n handshake slots; accepted, when not
+// nil, counts accepted connections.
+func newHandshakeLimiter(ln net.Listener, n int, accepted *atomic.Int64) *handshakeLimiter {
 	l := &handshakeLimiter{
 		Listener: ln,
+		accepted: accepted,
 		slots:    make(chan struct{}, n),
-		queued:   make(chan accepted, maxQueued),
+		queued:   make(chan acceptResult, maxQueued),
 		done:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		holding:  map[net.Conn]bool{},
@@ -88,7 +90,7 @@ func (l *handshakeLimiter) acceptLoop() {
 			l.accepted.Add(1)
 		}
 		select {
-		case l.queued <- accepted{c, err}:
+		case l.queued <- acceptResult{c, err}:
 		case <-l.done:
 			if c != nil {
 				c.Close()
@@ -114,7 +116,7 @@ func (l *handshakeLimiter) Accept() (net.Conn, error) {
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
-	var a accepted
+	var a acceptResult
 	select {
 	case a = <-l.queued:
 	case <-l.done:

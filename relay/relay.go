@@ -288,8 +288,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("relay: listen: %w", err)
 		}
 	}
-	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes)
-	lim.accepted = &s.accepted
+	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes, &s.accepted)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,

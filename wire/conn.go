@@ -80,7 +80,7 @@ const (
 	// smaller still: a relay holds one per agent, it lives as long as the
 	// session, and nearly everything an agent sends (hello, heartbeats)
 	// fits in a few hundred bytes; larger frames take more reads of it.
-	serverReadBufferSize = 1 << 10
+	serverReadBufferSize = 512
 	// firstFrameBuffer is the buffer a frame is first read into.
 	firstFrameBuffer = 512
 )
@@ -216,13 +216,24 @@ func NewConn(ws *websocket.Conn, readLimit int64, pingWait time.Duration) *Conn 
 	})
 	ws.SetPingHandler(func(data string) error {
 		c.extendReadDeadline()
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.writeWait))
-		if err == nil || errors.Is(err, websocket.ErrCloseSent) {
-			return nil
-		}
-		return err
+		// The handler runs deep in the reading goroutine (gorilla, then
+		// crypto/tls); a TLS write from there would double that
+		// goroutine's stack for the rest of its life (see Read). The pong
+		// goes from a goroutine of its own instead; gorilla allows control
+		// frames concurrently with everything else.
+		go c.pong(data)
+		return nil
 	})
 	return c
+}
+
+// pong answers a ping; a pong that cannot be written breaks the
+// connection, and the next Read fails.
+func (c *Conn) pong(data string) {
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.writeWait))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		c.CloseNow()
+	}
 }
 
 // extendReadDeadline pushes the read deadline pingWait into the future: any
@@ -244,19 +255,45 @@ func (c *Conn) extendReadDeadline() {
 // malformed frame, text frame) Read sends the matching close code, waits
 // briefly for the peer's close and closes the connection. After any error
 // the Conn is closed and unusable.
+//
+// Read keeps its stack shallow: a relay holds one goroutine per agent,
+// parked in Read, and Go keeps a goroutine's stack at the largest size it
+// ever needed until it uses under a quarter of it. So the frame is read by
+// readFrame, deep in gorilla and crypto/tls, and decoded once readFrame
+// has returned, and the error path is a call of its own.
 func (c *Conn) Read(ctx context.Context) (Message, []byte, error) {
 	if err := ctx.Err(); err != nil {
 		c.CloseNow()
 		return nil, nil, err
 	}
-	stop := context.AfterFunc(ctx, c.CloseNow)
-	defer stop()
-	m, payload, err := c.read()
-	if err == nil {
-		return m, payload, nil
+	// A context that cannot end (a relay's sessions, which it closes
+	// itself) costs nothing; any other is watched while the read waits.
+	stop := func() bool { return false }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, c.CloseNow)
 	}
+	frame, err := c.readFrame()
+	if err == nil {
+		stop()
+		m, payload, err := Decode(frame)
+		if err == nil {
+			return m, payload, nil
+		}
+		return nil, nil, c.readFailed(ctx, err)
+	}
+	err = c.readFailed(ctx, err)
+	stop()
+	return nil, nil, err
+}
+
+// readFailed closes the connection after a failed Read, with the close
+// code the error calls for, and returns the error Read reports.
+//
+//go:noinline
+func (c *Conn) readFailed(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return nil, nil, ctxErr
+		c.CloseNow()
+		return ctxErr
 	}
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		// gorilla hides the net error's chain; give callers a sentinel.
@@ -266,33 +303,33 @@ func (c *Conn) Read(ctx context.Context) (Message, []byte, error) {
 		c.closeAndDrain(code, reason)
 	}
 	c.CloseNow()
-	return nil, nil, err
+	return err
 }
 
-// read reads and decodes one frame, enforcing the per-type limit.
-func (c *Conn) read() (Message, []byte, error) {
+// readFrame reads one frame, enforcing the per-type limit.
+func (c *Conn) readFrame() ([]byte, error) {
 	c.extendReadDeadline()
 	mt, r, err := c.ws.NextReader()
 	if errors.Is(err, websocket.ErrReadLimit) {
-		return nil, nil, fmt.Errorf("read: over connection limit %d: %w: %w", c.readLimit, ErrTooLarge, err)
+		return nil, fmt.Errorf("read: over connection limit %d: %w: %w", c.readLimit, ErrTooLarge, err)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if mt != websocket.BinaryMessage {
-		return nil, nil, fmt.Errorf("read: text frame: %w", ErrMalformed)
+		return nil, fmt.Errorf("read: text frame: %w", ErrMalformed)
 	}
 	var first [1]byte
 	if _, err := io.ReadFull(r, first[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, fmt.Errorf("read: empty frame: %w", ErrMalformed)
+			return nil, fmt.Errorf("read: empty frame: %w", ErrMalformed)
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	t := Type(first[0])
 	limit := Limit(t)
 	if limit == 0 {
-		return nil, nil, fmt.Errorf("read %s: %w", t, ErrUnknownType)
+		return nil, fmt.Errorf("read %s: %w", t, ErrUnknownType)
 	}
 	if c.readLimit > 0 {
 		limit = min(limit, c.readLimit)
@@ -307,11 +344,11 @@ func (c *Conn) read() (Message, []byte, error) {
 			err = fmt.Errorf("%w: %w", ErrTooLarge, err)
 		}
 		if errors.Is(err, ErrTooLarge) {
-			return nil, nil, fmt.Errorf("read %s: over %d bytes: %w", t, limit, err)
+			return nil, fmt.Errorf("read %s: over %d bytes: %w", t, limit, err)
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	return Decode(frame)
+	return frame, nil
 }
 
 // closeAndDrain sends a close frame and, as the reading goroutine, reads
