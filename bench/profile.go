@@ -109,3 +109,28 @@ func phaseKind(phase string) string {
 	}
 	return strings.ToLower(kind)
 }
+
+// snapshotProfiles writes the heap and goroutine profiles of every daemon
+// as NAME-heap-LABEL.pprof and NAME-goroutine-LABEL.pprof, and its
+// runtime.MemStats (stacks included) as NAME-memstats-LABEL.txt: what the
+// memory of idle sessions is made of.
+func snapshotProfiles(ctx context.Context, dir, label string, procs []*proc) {
+	for _, pr := range procs {
+		if pr.debugAddr == "" {
+			continue
+		}
+		for _, kind := range []string{"heap", "goroutine"} {
+			data, err := fetch(ctx, "http://"+pr.debugAddr+"/debug/pprof/"+kind)
+			if err != nil {
+				continue
+			}
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%s-%s.pprof", pr.name, kind, label)), data, 0o644)
+		}
+		if data, err := fetch(ctx, "http://"+pr.debugAddr+"/debug/pprof/heap?debug=1"); err == nil {
+			if i := bytes.Index(data, []byte("\n# runtime.MemStats")); i >= 0 {
+				data = data[i+1:]
+			}
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-memstats-%s.txt", pr.name, label)), data, 0o644)
+		}
+	}
+}

@@ -109,6 +109,9 @@ func (e *env) connect(ctx context.Context) error {
 		return err
 	}
 	now := e.readProcs()
+	if cfg.ProfileDir != "" {
+		snapshotProfiles(ctx, cfg.ProfileDir, "idle", e.cl.procs())
+	}
 	perRelay := make([]int, len(e.cl.relays))
 	for i := range cfg.Agents {
 		perRelay[relayOf(i, len(perRelay))]++
