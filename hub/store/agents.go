@@ -196,3 +196,48 @@ func (db *DB) ListAudit(ctx context.Context, ws string, before time.Time, limit 
 	}
 	return out, nil
 }
+
+// ListAgentStates returns the agents of a workspace by ID with what
+// convergence needs: ID, Workspace, Labels, Relay, AppliedHash and the last
+// result's fields, without ResultAt, LastSeen and CreatedAt. Parsing those
+// timestamps was a quarter of the cost of ListAgents, which a convergence
+// answer paid for every agent of the workspace; labels shared by many
+// agents are parsed once.
+func (db *DB) ListAgentStates(ctx context.Context, ws string) ([]Agent, error) {
+	var out []Agent
+	err := db.tx(ctx, false, func(q querier) error {
+		out = out[:0]
+		rs, err := q.query(ctx, `SELECT id, labels, relay, applied_hash, last_result, last_error, result_hash, result_output
+			FROM agents WHERE workspace = $1 ORDER BY id`, ws)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		parsed := map[string]map[string]string{}
+		for rs.Next() {
+			a := Agent{Workspace: ws}
+			var labels string
+			if err := rs.Scan(&a.ID, &labels, &a.Relay, &a.AppliedHash, &a.LastResult, &a.LastError, &a.ResultHash, &a.ResultOutput); err != nil {
+				return err
+			}
+			l, ok := parsed[labels]
+			if !ok {
+				if err := json.Unmarshal([]byte(labels), &l); err != nil {
+					return fmt.Errorf("agent %q labels: %w", a.ID, err)
+				}
+				if len(l) == 0 {
+					l = nil
+				}
+				parsed[labels] = l
+			}
+			// Agents with equal labels share one map; callers only read it.
+			a.Labels = l
+			out = append(out, a)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list agent states of workspace %q: %w", ws, err)
+	}
+	return out, nil
+}

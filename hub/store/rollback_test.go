@@ -407,3 +407,43 @@ func TestAgentFactsByID(t *testing.T) {
 		}
 	})
 }
+
+// TestListAgentStates: the light listing has every field of ListAgents
+// but the timestamps, for the same agents in the same order.
+func TestListAgentStates(t *testing.T) {
+	eachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		db := openDB(t, url, nil)
+		if _, err := db.EnsureDefault(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			a := Agent{ID: fmt.Sprintf("agent-%d", i), Workspace: DefaultName, Relay: "relay-1", AppliedHash: "sha256:aa",
+				LastResult: "rejected", LastError: "nginx -t failed", ResultHash: "sha256:bb", ResultOutput: "emerg", LastSeen: time.Now()}
+			if i%2 == 0 {
+				a.Labels = map[string]string{"region": "eu"}
+			}
+			if _, err := db.PutAgent(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		full, err := db.ListAgents(ctx, DefaultName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		light, err := db.ListAgentStates(ctx, DefaultName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(light) != len(full) {
+			t.Fatalf("%d agents, want %d", len(light), len(full))
+		}
+		for i := range full {
+			want := full[i]
+			want.ResultAt, want.LastSeen, want.CreatedAt = time.Time{}, time.Time{}, time.Time{}
+			if !reflect.DeepEqual(light[i], want) {
+				t.Errorf("agent %d: %+v, want %+v", i, light[i], want)
+			}
+		}
+	})
+}
