@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nxmesh/nxmesh/wire"
 )
 
 // handshakeLimiter lets at most cap(slots) accepted connections be between
@@ -37,6 +39,8 @@ type handshakeLimiter struct {
 	// loopDone is closed when acceptLoop has returned.
 	loopDone chan struct{}
 	accepted *atomic.Int64 // counts accepted connections; may be nil
+	expired  *atomic.Int64 // counts those closed after maxQueueWait; may be nil
+	now      func() time.Time
 
 	mu      sync.Mutex // guards holding
 	holding map[net.Conn]bool
@@ -46,17 +50,31 @@ type handshakeLimiter struct {
 type acceptResult struct {
 	c   net.Conn
 	err error
+	at  time.Time // when it was accepted
 }
 
 // maxQueued bounds the connections accepted and waiting for a slot.
 const maxQueued = 16384
 
-// newHandshakeLimiter wraps ln with n handshake slots; accepted, when not
-// nil, counts accepted connections.
-func newHandshakeLimiter(ln net.Listener, n int, accepted *atomic.Int64) *handshakeLimiter {
+// maxQueueWait is how long a connection may wait for a slot. One that
+// waited longer is closed unserved: its client gives up HandshakeTimeout
+// after it dialed, and the handshake needs time of its own (up to
+// AcceptTimeout). Serving it anyway would spend a handshake on a client
+// that has left, while its next dial waits behind it: under a storm
+// larger than the relay can serve in time, the queue would hold only
+// the dead (seen at 50,000 agents connecting at once over 3 relays).
+// Closed, the client retries after its backoff, which spreads the storm.
+const maxQueueWait = wire.HandshakeTimeout - wire.AcceptTimeout
+
+// newHandshakeLimiter wraps ln with n handshake slots, telling time with
+// now; accepted and expired, when not nil, count accepted connections and
+// those that waited too long.
+func newHandshakeLimiter(ln net.Listener, n int, now func() time.Time, accepted, expired *atomic.Int64) *handshakeLimiter {
 	l := &handshakeLimiter{
 		Listener: ln,
+		now:      now,
 		accepted: accepted,
+		expired:  expired,
 		slots:    make(chan struct{}, n),
 		queued:   make(chan acceptResult, maxQueued),
 		done:     make(chan struct{}),
@@ -90,7 +108,7 @@ func (l *handshakeLimiter) acceptLoop() {
 			l.accepted.Add(1)
 		}
 		select {
-		case l.queued <- acceptResult{c, err}:
+		case l.queued <- acceptResult{c, err, l.now()}:
 		case <-l.done:
 			if c != nil {
 				c.Close()
@@ -117,11 +135,20 @@ func (l *handshakeLimiter) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	var a acceptResult
-	select {
-	case a = <-l.queued:
-	case <-l.done:
-		<-l.slots
-		return nil, net.ErrClosed
+	for {
+		select {
+		case a = <-l.queued:
+		case <-l.done:
+			<-l.slots
+			return nil, net.ErrClosed
+		}
+		if a.c == nil || l.now().Sub(a.at) <= maxQueueWait {
+			break
+		}
+		a.c.Close()
+		if l.expired != nil {
+			l.expired.Add(1)
+		}
 	}
 	if a.err != nil {
 		<-l.slots

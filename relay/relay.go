@@ -152,6 +152,9 @@ type Stats struct {
 	// Accepted counts connections the relay's own listener accepted (none
 	// when the relay is mounted on another server).
 	Accepted int64
+	// Expired counts accepted connections closed unserved because they
+	// waited for a handshake slot longer than their client would.
+	Expired int64
 }
 
 // Server is a relay. Create it with New, serve with Run.
@@ -193,6 +196,7 @@ type Server struct {
 	slow     atomic.Int64
 	fetches  atomic.Int64
 	accepted atomic.Int64
+	expired  atomic.Int64
 
 	// sessions is the context of every agent session; Run cancels it
 	// when it stops.
@@ -244,6 +248,7 @@ func (s *Server) Stats() Stats {
 		UpstreamConnected: s.upConnected,
 		FetchesSent:       s.fetches.Load(),
 		Accepted:          s.accepted.Load(),
+		Expired:           s.expired.Load(),
 	}
 }
 
@@ -288,7 +293,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("relay: listen: %w", err)
 		}
 	}
-	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes, &s.accepted)
+	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes, s.cfg.Clock.Now, &s.accepted, &s.expired)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,
