@@ -71,7 +71,7 @@ type Config struct {
 	// queue disconnects the agent with CloseSlowConsumer.
 	SendQueue int
 	// MaxHandshakes bounds the connections in their TLS handshake at once
-	// (default 128); more wait, accepted, for their turn. See limit.go.
+	// (default 512); more wait, accepted, for their turn. See limit.go.
 	MaxHandshakes int
 	// FlushInterval is how often heartbeats, results and session deltas go
 	// upstream (default 1 s); a large batch goes at once.
@@ -116,7 +116,7 @@ func (c *Config) Validate() error {
 		c.SendQueue = 8
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 128
+		c.MaxHandshakes = 512
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second

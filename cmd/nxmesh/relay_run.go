@@ -23,7 +23,7 @@ type relayRunCmd struct {
 	RenewURL string   `help:"A hub's agent listener (https://hub:8444): renew the certificate there at two thirds of its life. Without it the relay runs until its certificate expires."`
 
 	HeartbeatInterval time.Duration `help:"How often agents send a heartbeat (told in Welcome); an agent silent for three intervals is dropped." default:"15s"`
-	MaxHandshakes     int           `help:"TLS handshakes in progress at once; more connections wait, accepted, for their turn (docs/relay.md, Reconnect storms)." default:"128"`
+	MaxHandshakes     int           `help:"TLS handshakes in progress at once; more connections wait, accepted, for their turn (docs/relay.md, Reconnect storms)." default:"512"`
 }
 
 func (c *relayRunCmd) Help() string {
