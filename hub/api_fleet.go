@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -111,39 +112,33 @@ func (s *Server) handleListAgents(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	views, _, err := s.fleet.Agents(r.Context(), r.PathValue("ws"), -1)
+	page, more, err := s.fleet.AgentsPage(r.Context(), r.PathValue("ws"), filter.after, filter.limit, filter.matches)
 	if err != nil {
 		return err
 	}
 	out := struct {
 		Items []agentJSON `json:"items"`
 		Next  string      `json:"next,omitempty"`
-	}{Items: []agentJSON{}}
-	for _, v := range views { // by id
-		if !filter.matches(v) {
-			continue
-		}
-		if len(out.Items) == filter.limit {
-			out.Next = out.Items[len(out.Items)-1].ID
-			break
-		}
+	}{Items: make([]agentJSON, 0, len(page))}
+	for _, v := range page { // by id
 		out.Items = append(out.Items, toAgentJSON(v))
+	}
+	if more {
+		out.Next = out.Items[len(out.Items)-1].ID
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) handleGetAgent(w http.ResponseWriter, r *http.Request) error {
 	ws, id := r.PathValue("ws"), r.PathValue("id")
-	views, _, err := s.fleet.Agents(r.Context(), ws, -1)
+	v, err := s.fleet.Agent(r.Context(), ws, id)
+	if errors.Is(err, fleet.ErrNoAgent) {
+		return Errorf(http.StatusNotFound, "not_found", "", "agent %q: not found in workspace %q", id, ws)
+	}
 	if err != nil {
 		return err
 	}
-	for _, v := range views {
-		if v.ID == id {
-			return writeJSON(w, http.StatusOK, toAgentJSON(v))
-		}
-	}
-	return Errorf(http.StatusNotFound, "not_found", "", "agent %q: not found in workspace %q", id, ws)
+	return writeJSON(w, http.StatusOK, toAgentJSON(v))
 }
 
 type relayJSON struct {

@@ -2,8 +2,11 @@ package fleet
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/nxmesh/nxmesh/hub/store"
@@ -168,5 +171,74 @@ func TestRestartedRelayKeepsAgentsOnline(t *testing.T) {
 	f.flush(ctx)
 	if got := agentRelay(); got != "relay-1" {
 		t.Errorf("after the relay's restart: relay %q, want relay-1 (the agent is connected)", got)
+	}
+}
+
+// TestAgentsPage: pages of a filtered listing hold exactly the accepted
+// agents, in id order, each once, however the pages and the store's
+// chunks fall; Agent finds one agent and refuses one of another
+// workspace.
+func TestAgentsPage(t *testing.T) {
+	ctx := context.Background()
+	db := openStore(t)
+	if _, err := db.CreateWorkspace(ctx, store.DefaultName, "other"); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 11 {
+		a := store.Agent{ID: fmt.Sprintf("a%02d", i), Workspace: "default"}
+		if i%3 != 0 {
+			a.Labels = map[string]string{"region": "eu"}
+			want = append(want, a.ID)
+		}
+		if _, err := db.PutAgent(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.PutAgent(ctx, store.Agent{ID: "b00", Workspace: "other", Labels: map[string]string{"region": "eu"}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int) { agentsPageChunk = n }(agentsPageChunk)
+	eu := func(v AgentView) bool { return v.Labels["region"] == "eu" }
+	for _, chunk := range []int{1, 2, 4, 1000} {
+		for _, limit := range []int{1, 3, 7, 100} {
+			agentsPageChunk = chunk
+			var got []string
+			after := ""
+			for pages := 0; ; pages++ {
+				if pages > len(want) {
+					t.Fatalf("chunk %d limit %d: more pages than agents", chunk, limit)
+				}
+				page, more, err := f.AgentsPage(ctx, "default", after, limit, eu)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) > limit || more && len(page) < limit {
+					t.Fatalf("chunk %d limit %d: page of %d, more %v", chunk, limit, len(page), more)
+				}
+				for _, v := range page {
+					got = append(got, v.ID)
+				}
+				if !more {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("chunk %d limit %d: %v, want %v", chunk, limit, got, want)
+			}
+		}
+	}
+	if v, err := f.Agent(ctx, "default", "a01"); err != nil || v.ID != "a01" || v.State != StateOffline {
+		t.Errorf("Agent(a01) = %+v, %v", v, err)
+	}
+	for _, id := range []string{"b00", "nope"} {
+		if _, err := f.Agent(ctx, "default", id); !errors.Is(err, ErrNoAgent) {
+			t.Errorf("Agent(%s) in default: %v, want ErrNoAgent", id, err)
+		}
 	}
 }

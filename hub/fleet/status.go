@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -217,41 +218,114 @@ func (f *Fleet) Agents(ctx context.Context, ws string, rev int64) ([]AgentView, 
 
 // views classifies the agents list returns against revision rev of ws.
 func (f *Fleet) views(ctx context.Context, ws string, rev int64, list func(context.Context, string) ([]store.Agent, error)) ([]AgentView, int64, error) {
+	set, live, head, err := f.viewContext(ctx, ws, rev)
+	if err != nil {
+		return nil, head, err
+	}
+	agents, err := list(ctx, ws)
+	if err != nil {
+		return nil, head, err
+	}
+	views := make([]AgentView, len(agents))
+	for i, a := range agents {
+		views[i] = view(a, set, live)
+	}
+	return views, head, nil
+}
+
+// viewContext is what classifying agents of ws against revision rev (the
+// newest when negative) needs: the revision's bundles, the live relays,
+// and the workspace's newest revision.
+func (f *Fleet) viewContext(ctx context.Context, ws string, rev int64) (*revisionSet, map[string]store.Relay, int64, error) {
 	w, err := f.db.GetWorkspace(ctx, ws)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if rev < 0 {
 		rev = w.Revision
 	}
 	if rev > w.Revision {
-		return nil, w.Revision, fmt.Errorf("workspace %q has no revision %d (newest is %d): %w", ws, rev, w.Revision, store.ErrNotFound)
+		return nil, nil, w.Revision, fmt.Errorf("workspace %q has no revision %d (newest is %d): %w", ws, rev, w.Revision, store.ErrNotFound)
 	}
 	set, err := f.revs.get(ctx, ws, rev)
 	if err != nil {
-		return nil, w.Revision, err
-	}
-	agents, err := list(ctx, ws)
-	if err != nil {
-		return nil, w.Revision, err
+		return nil, nil, w.Revision, err
 	}
 	live, err := f.liveRelays(ctx)
 	if err != nil {
-		return nil, w.Revision, err
+		return nil, nil, w.Revision, err
 	}
-	views := make([]AgentView, len(agents))
-	for i, a := range agents {
-		v := AgentView{Agent: a}
-		_, v.Online = live[a.Relay]
-		v.Online = v.Online && a.Relay != ""
-		b, err := set.bundleFor(a.Labels)
-		if err == nil {
-			v.DesiredHash = b.hash
+	return set, live, w.Revision, nil
+}
+
+// view classifies one agent.
+func view(a store.Agent, set *revisionSet, live map[string]store.Relay) AgentView {
+	v := AgentView{Agent: a}
+	_, v.Online = live[a.Relay]
+	v.Online = v.Online && a.Relay != ""
+	b, err := set.bundleFor(a.Labels)
+	if err == nil {
+		v.DesiredHash = b.hash
+	}
+	v.State, v.Reason = classify(&v, err)
+	return v
+}
+
+// agentsPageChunk is how many agents AgentsPage reads per query (a test
+// makes it small).
+var agentsPageChunk = 1000
+
+// AgentsPage returns, in id order, the first limit agents of ws after the
+// id after (all when empty) that keep accepts, classified against the
+// newest revision; more reports that a further agent would be accepted.
+// It reads the agents from the cursor on, a chunk at a time, and stops
+// when the page is full: a client paging through 50,000 agents a thousand
+// at a time made the hub classify all 50,000 for every page, minutes of
+// CPU in all.
+func (f *Fleet) AgentsPage(ctx context.Context, ws, after string, limit int, keep func(AgentView) bool) (page []AgentView, more bool, err error) {
+	set, live, _, err := f.viewContext(ctx, ws, -1)
+	if err != nil {
+		return nil, false, err
+	}
+	for {
+		agents, err := f.db.ListAgentsAfter(ctx, ws, after, agentsPageChunk)
+		if err != nil {
+			return nil, false, err
 		}
-		v.State, v.Reason = classify(&v, err)
-		views[i] = v
+		for _, a := range agents {
+			after = a.ID
+			v := view(a, set, live)
+			if !keep(v) {
+				continue
+			}
+			if len(page) == limit {
+				return page, true, nil
+			}
+			page = append(page, v)
+		}
+		if len(agents) < agentsPageChunk {
+			return page, false, nil
+		}
 	}
-	return views, w.Revision, nil
+}
+
+// ErrNoAgent is Agent's error for an agent the workspace does not have.
+var ErrNoAgent = errors.New("no such agent")
+
+// Agent returns one agent of ws, classified against the newest revision.
+func (f *Fleet) Agent(ctx context.Context, ws, id string) (AgentView, error) {
+	set, live, _, err := f.viewContext(ctx, ws, -1)
+	if err != nil {
+		return AgentView{}, err
+	}
+	a, err := f.db.GetAgent(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || err == nil && a.Workspace != ws {
+		return AgentView{}, fmt.Errorf("agent %q in workspace %q: %w", id, ws, ErrNoAgent)
+	}
+	if err != nil {
+		return AgentView{}, err
+	}
+	return view(a, set, live), nil
 }
 
 // classify decides an agent's state against its desired bundle.

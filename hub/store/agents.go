@@ -118,6 +118,32 @@ func (db *DB) ListAgents(ctx context.Context, ws string) ([]Agent, error) {
 	return out, nil
 }
 
+// ListAgentsAfter returns at most n agents of a workspace whose id sorts
+// after after (from the first when empty), by ID: one page of a listing.
+func (db *DB) ListAgentsAfter(ctx context.Context, ws, after string, n int) ([]Agent, error) {
+	var out []Agent
+	err := db.tx(ctx, false, func(q querier) error {
+		out = out[:0]
+		rs, err := q.query(ctx, "SELECT "+agentColumns+" FROM agents WHERE workspace = $1 AND id > $2 ORDER BY id LIMIT $3", ws, after, n)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			a, err := scanAgent(rs)
+			if err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list agents of workspace %q after %q: %w", ws, after, err)
+	}
+	return out, nil
+}
+
 // DeleteAgent deletes an agent; a missing one is ErrNotFound.
 func (db *DB) DeleteAgent(ctx context.Context, id string) error {
 	err := db.tx(ctx, true, func(q querier) error {
