@@ -209,19 +209,20 @@ var resumeCurves = []tls.CurveID{tls.CurveP256}
 // old), the handshake was a full one on a classical key exchange, so it is
 // dropped and made again with the default, post-quantum one.
 func (s *Session) dial(ctx context.Context, dialer *websocket.Dialer, rawURL string) (*websocket.Conn, error) {
+	// crypto/tls keys its session cache by ServerName: both dials name the
+	// host the same way, whatever gorilla would have filled in.
+	full := s.TLS.Clone()
+	if u, err := url.Parse(rawURL); err == nil {
+		full.ServerName = u.Hostname()
+	}
 	d := *dialer
+	d.TLSClientConfig = full
 	resuming := false
-	if cache := s.TLS.ClientSessionCache; cache != nil {
-		if u, err := url.Parse(rawURL); err == nil {
-			// gorilla sets ServerName to the host when it is empty, and
-			// crypto/tls keys its session cache by ServerName.
-			host := u.Hostname()
-			if cs, ok := cache.Get(host); ok && cs != nil {
-				cfg := s.TLS.Clone()
-				cfg.ServerName = host
-				cfg.CurvePreferences = resumeCurves
-				d.TLSClientConfig, resuming = cfg, true
-			}
+	if cache := full.ClientSessionCache; cache != nil {
+		if cs, ok := cache.Get(full.ServerName); ok && cs != nil {
+			resume := full.Clone()
+			resume.CurvePreferences = resumeCurves
+			d.TLSClientConfig, resuming = resume, true
 		}
 	}
 	ws, _, err := d.DialContext(ctx, rawURL, nil)
@@ -233,7 +234,8 @@ func (s *Session) dial(ctx context.Context, dialer *websocket.Dialer, rawURL str
 		if resuming && !cs.DidResume {
 			ws.Close()
 			s.Logger.Info("relay declined the session ticket; dialing again with the post-quantum key exchange", "relay", rawURL)
-			if ws, _, err = dialer.DialContext(ctx, rawURL, nil); err != nil {
+			d.TLSClientConfig = full
+			if ws, _, err = d.DialContext(ctx, rawURL, nil); err != nil {
 				return nil, err
 			}
 			if tc, ok := ws.UnderlyingConn().(*tls.Conn); ok {

@@ -24,12 +24,13 @@ var (
 	binDir    string
 )
 
+// TestMain removes the binary after the tests; when it returns, the test
+// wrapper exits with m.Run's result.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	os.Exit(code)
 }
 
 func nxmeshBinary(t *testing.T) string {
@@ -70,47 +71,19 @@ func TestPushAndStorm(t *testing.T) {
 	defer cancel()
 	const n = 200
 
-	var hubChecked bool
-	res, err := Run(ctx, Config{
+	res := runPush(t, ctx, Config{
 		Scenario: ScenarioPush, Binary: bin, Agents: n, Relays: 2, Pushes: 2,
 		WorkDir: workDir, Timeout: 20 * time.Second, Progress: logWriter{t},
-		beforeStop: func(e *env) error {
-			hubChecked = true
-			checkAgainstHub(t, ctx, e)
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatalf("push scenario: %v", err)
-	}
-	if !hubChecked {
-		t.Fatal("the hub was not checked before the run stopped")
-	}
+	}, nil)
 	if res.Config.AgentProcs != 1 {
 		t.Errorf("%d agent processes, want 1 (the bench): %d agents fit its open files limit", res.Config.AgentProcs, n)
-	}
-	if len(res.Pushes) != 2 {
-		t.Fatalf("%d push rounds, want 2", len(res.Pushes))
-	}
-	for _, p := range res.Pushes {
-		if p.Acked != n || p.Agents != n || p.Latency.Count != n {
-			t.Errorf("push %d: acked %d of %d with %d latencies, want %d each", p.Round, p.Acked, p.Agents, p.Latency.Count, n)
-		}
-		if p.Hash == "" || p.Revision <= 0 {
-			t.Errorf("push %d: hash %q, revision %d", p.Round, p.Hash, p.Revision)
-		}
-		l := p.Latency
-		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max && l.Max == p.LastAckMs) {
-			t.Errorf("push %d: latencies not positive and ordered: p50 %v p90 %v p99 %v max %v last %v", p.Round, l.P50, l.P90, l.P99, l.Max, p.LastAckMs)
-		}
 	}
 	if res.Pushes[0].Hash == res.Pushes[1].Hash {
 		t.Errorf("both pushes acked hash %s: the second push changed nothing", res.Pushes[0].Hash)
 	}
-	checkMeasured(t, res)
 
 	// A second run on the same work directory: nothing to enroll.
-	res, err = Run(ctx, Config{
+	res, err := Run(ctx, Config{
 		Scenario: ScenarioStorm, Binary: bin, Agents: n, Relays: 2, StormResumption: "off",
 		WorkDir: workDir, Timeout: 20 * time.Second, Progress: logWriter{t},
 	})
@@ -132,6 +105,48 @@ func TestPushAndStorm(t *testing.T) {
 		t.Errorf("storm: the hub did not count every agent applied within the timeout:\n%s", notes)
 	}
 	checkMeasured(t, res)
+}
+
+// runPush runs cfg (a push scenario) and checks, before the daemons stop,
+// every ack against the hub (checkAgainstHub) after during, when set, has
+// looked at the running env. Every round must count every agent acked,
+// with ordered latencies.
+func runPush(t *testing.T, ctx context.Context, cfg Config, during func(e *env)) *Result {
+	t.Helper()
+	var hubChecked bool
+	cfg.beforeStop = func(e *env) error {
+		hubChecked = true
+		if during != nil {
+			during(e)
+		}
+		checkAgainstHub(t, ctx, e)
+		return nil
+	}
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("push scenario: %v", err)
+	}
+	if !hubChecked {
+		t.Fatal("the hub was not checked before the run stopped")
+	}
+	if len(res.Pushes) != cfg.Pushes {
+		t.Fatalf("%d push rounds, want %d", len(res.Pushes), cfg.Pushes)
+	}
+	n := cfg.Agents
+	for _, p := range res.Pushes {
+		if p.Acked != n || p.Agents != n || p.Latency.Count != n {
+			t.Errorf("push %d: acked %d of %d with %d latencies, want %d each", p.Round, p.Acked, p.Agents, p.Latency.Count, n)
+		}
+		if p.Hash == "" || p.Revision <= 0 {
+			t.Errorf("push %d: hash %q, revision %d", p.Round, p.Hash, p.Revision)
+		}
+		l := p.Latency
+		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max && l.Max == p.LastAckMs) {
+			t.Errorf("push %d: latencies not positive and ordered: p50 %v p90 %v p99 %v max %v last %v", p.Round, l.P50, l.P90, l.P99, l.Max, p.LastAckMs)
+		}
+	}
+	checkMeasured(t, res)
+	return res
 }
 
 // checkAgainstHub checks, while the hub still runs, that every agent the
@@ -234,37 +249,19 @@ func TestAgentProcesses(t *testing.T) {
 	defer cancel()
 	const n = 200
 
-	var hubChecked bool
 	var procs []*proc
-	res, err := Run(ctx, Config{
+	res := runPush(t, ctx, Config{
 		Scenario: ScenarioPush, Binary: bin, Agents: n, Relays: 2, Pushes: 1, AgentProcs: 2,
 		WorkDir: t.TempDir(), Timeout: 20 * time.Second, Progress: logWriter{t},
-		beforeStop: func(e *env) error {
-			hubChecked = true
-			procs = e.ag.procs()
-			if len(e.ag.pids()) != 2 {
-				t.Errorf("%d agent processes running, want 2", len(e.ag.pids()))
-			}
-			checkAgainstHub(t, ctx, e)
-			return nil
-		},
+	}, func(e *env) {
+		procs = e.ag.procs()
+		if len(e.ag.pids()) != 2 {
+			t.Errorf("%d agent processes running, want 2", len(e.ag.pids()))
+		}
 	})
-	if err != nil {
-		t.Fatalf("push scenario: %v", err)
-	}
-	if !hubChecked {
-		t.Fatal("the hub was not checked before the run stopped")
-	}
 	if res.Config.AgentProcs != 2 {
 		t.Errorf("result says %d agent processes, want 2", res.Config.AgentProcs)
 	}
-	if len(res.Pushes) != 1 {
-		t.Fatalf("%d push rounds, want 1", len(res.Pushes))
-	}
-	if p := res.Pushes[0]; p.Acked != n || p.Latency.Count != n || p.Hash == "" {
-		t.Errorf("push: acked %q by %d of %d agents with %d latencies, want all", p.Hash, p.Acked, p.Agents, p.Latency.Count)
-	}
-	checkMeasured(t, res)
 	for _, p := range procs {
 		if p.pid() != 0 {
 			t.Errorf("%s still runs after the run", p.name)

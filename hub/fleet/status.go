@@ -210,29 +210,6 @@ func (f *Fleet) Relays(ctx context.Context) ([]store.Relay, error) {
 	return out, nil
 }
 
-// Agents returns the agents of ws as they stand against revision rev (a
-// negative rev means the newest), and the workspace's newest revision.
-func (f *Fleet) Agents(ctx context.Context, ws string, rev int64) ([]AgentView, int64, error) {
-	return f.views(ctx, ws, rev, f.db.ListAgents)
-}
-
-// views classifies the agents list returns against revision rev of ws.
-func (f *Fleet) views(ctx context.Context, ws string, rev int64, list func(context.Context, string) ([]store.Agent, error)) ([]AgentView, int64, error) {
-	set, live, head, err := f.viewContext(ctx, ws, rev)
-	if err != nil {
-		return nil, head, err
-	}
-	agents, err := list(ctx, ws)
-	if err != nil {
-		return nil, head, err
-	}
-	views := make([]AgentView, len(agents))
-	for i, a := range agents {
-		views[i] = view(a, set, live)
-	}
-	return views, head, nil
-}
-
 // viewContext is what classifying agents of ws against revision rev (the
 // newest when negative) needs: the revision's bundles, the live relays,
 // and the workspace's newest revision.
@@ -357,14 +334,19 @@ func classify(v *AgentView, compileErr error) (state, reason string) {
 
 // Convergence summarizes how revision rev of ws has reached its agents.
 func (f *Fleet) Convergence(ctx context.Context, ws string, rev int64) (Convergence, error) {
-	// Convergence needs no timestamps: the lighter listing.
-	views, head, err := f.views(ctx, ws, rev, f.db.ListAgentStates)
+	set, live, head, err := f.viewContext(ctx, ws, rev)
 	if err != nil {
 		return Convergence{}, err
 	}
-	c := Convergence{Workspace: ws, Revision: rev, Head: head, Total: len(views),
+	// Convergence needs no timestamps: the lighter listing.
+	agents, err := f.db.ListAgentStates(ctx, ws)
+	if err != nil {
+		return Convergence{}, err
+	}
+	c := Convergence{Workspace: ws, Revision: rev, Head: head, Total: len(agents),
 		ByRelay: map[string]Counts{}, ByLabel: map[string]Counts{}, Failing: []Failing{}}
-	for _, v := range views {
+	for _, a := range agents {
+		v := view(a, set, live)
 		c.Counts.add(v.State)
 		if v.Relay != "" {
 			rc := c.ByRelay[v.Relay]

@@ -95,23 +95,7 @@ func (db *DB) GetAgent(ctx context.Context, id string) (Agent, error) {
 
 // ListAgents returns the agents of a workspace by ID.
 func (db *DB) ListAgents(ctx context.Context, ws string) ([]Agent, error) {
-	var out []Agent
-	err := db.tx(ctx, false, func(q querier) error {
-		out = nil
-		rs, err := q.query(ctx, "SELECT "+agentColumns+" FROM agents WHERE workspace = $1 ORDER BY id", ws)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			a, err := scanAgent(rs)
-			if err != nil {
-				return err
-			}
-			out = append(out, a)
-		}
-		return rs.Err()
-	})
+	out, err := db.queryAgents(ctx, "WHERE workspace = $1 ORDER BY id", ws)
 	if err != nil {
 		return nil, fmt.Errorf("list agents of workspace %q: %w", ws, err)
 	}
@@ -121,10 +105,19 @@ func (db *DB) ListAgents(ctx context.Context, ws string) ([]Agent, error) {
 // ListAgentsAfter returns at most n agents of a workspace whose id sorts
 // after after (from the first when empty), by ID: one page of a listing.
 func (db *DB) ListAgentsAfter(ctx context.Context, ws, after string, n int) ([]Agent, error) {
+	out, err := db.queryAgents(ctx, "WHERE workspace = $1 AND id > $2 ORDER BY id LIMIT $3", ws, after, n)
+	if err != nil {
+		return nil, fmt.Errorf("list agents of workspace %q after %q: %w", ws, after, err)
+	}
+	return out, nil
+}
+
+// queryAgents reads whole agent rows; where is the query after FROM agents.
+func (db *DB) queryAgents(ctx context.Context, where string, args ...any) ([]Agent, error) {
 	var out []Agent
 	err := db.tx(ctx, false, func(q querier) error {
 		out = out[:0]
-		rs, err := q.query(ctx, "SELECT "+agentColumns+" FROM agents WHERE workspace = $1 AND id > $2 ORDER BY id LIMIT $3", ws, after, n)
+		rs, err := q.query(ctx, "SELECT "+agentColumns+" FROM agents "+where, args...)
 		if err != nil {
 			return err
 		}
@@ -138,10 +131,7 @@ func (db *DB) ListAgentsAfter(ctx context.Context, ws, after string, n int) ([]A
 		}
 		return rs.Err()
 	})
-	if err != nil {
-		return nil, fmt.Errorf("list agents of workspace %q after %q: %w", ws, after, err)
-	}
-	return out, nil
+	return out, err
 }
 
 // DeleteAgent deletes an agent; a missing one is ErrNotFound.
