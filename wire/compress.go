@@ -54,6 +54,22 @@ func Decompress(data []byte, limit int) ([]byte, error) {
 	return out, nil
 }
 
+// DecodePayload undoes encoding (EncodingGzip or EncodingIdentity) with
+// the same bound as Decompress: more than limit bytes is ErrTooLarge. An
+// identity payload is returned as is, aliasing data.
+func DecodePayload(encoding string, data []byte, limit int) ([]byte, error) {
+	switch encoding {
+	case EncodingGzip:
+		return Decompress(data, limit)
+	case EncodingIdentity:
+		if len(data) > limit {
+			return nil, fmt.Errorf("payload of %d bytes (limit %d): %w", len(data), limit, ErrTooLarge)
+		}
+		return data, nil
+	}
+	return nil, fmt.Errorf("unknown payload encoding %q", encoding)
+}
+
 // readBounded appends everything r yields to buf and returns it, or fails
 // with ErrTooLarge once the total would exceed limit. It never grows buf
 // beyond limit bytes of capacity.

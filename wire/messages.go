@@ -19,9 +19,25 @@ const (
 	ResultFailed = "failed"
 )
 
-// EncodingGzip is the only bundle encoding of protocol 1: a gzip stream as
-// produced by Compress.
-const EncodingGzip = "gzip"
+// Payload encodings. Bundle and BundleData payloads are always gzip; a
+// BundleDelta or DeltaData payload may also be identity.
+const (
+	// EncodingGzip is a gzip stream as produced by Compress.
+	EncodingGzip = "gzip"
+	// EncodingIdentity is the bytes themselves. Small deltas travel so:
+	// inflating a few hundred bytes costs each of thousands of agents more
+	// than the bytes it saves.
+	EncodingIdentity = "identity"
+)
+
+// Capabilities a peer lists in Hello, Welcome or RelayHello. A feature is
+// used only when both sides of a hop list it.
+const (
+	// CapBundleDelta: the hop carries bundle deltas (DeltaData from hub to
+	// relay, BundleDelta from relay to agent, NeedBundle back) and a
+	// receiver applies them to a bundle it already has.
+	CapBundleDelta = "bundle-delta"
+)
 
 // MaxOutput is the largest Result.Output a sender may put on the wire, in
 // bytes. Senders apply TruncateOutput; it keeps a Result well under its
@@ -114,6 +130,34 @@ type Bundle struct {
 	// Size is the uncompressed size in bytes; the receiver passes it (capped
 	// by its own maximum) as the limit to Decompress.
 	Size int64 `json:"size"`
+}
+
+// BundleDelta carries what turns a bundle the agent has (Base) into the
+// bundle Hash: the payload is a delta (the nginx package's Diff encoding),
+// opaque to relays. A relay sends it only to agents that list
+// CapBundleDelta, and only when it knows Base is what the agent runs. An
+// agent that cannot build Hash from it (Base gone, hash mismatch) answers
+// NeedBundle and gets the whole Bundle; a delta is never nacked.
+type BundleDelta struct {
+	// Hash identifies the bundle the delta builds; the agent verifies it.
+	Hash string `json:"hash"`
+	// Base is the bundle the delta applies to.
+	Base string `json:"base"`
+	// Encoding is EncodingGzip or EncodingIdentity.
+	Encoding string `json:"encoding"`
+	// Size is the delta's size before encoding, in bytes.
+	Size int64 `json:"size"`
+}
+
+// --- agent -> relay, continued ---
+
+// NeedBundle asks the relay for the whole bundle Hash, after a BundleDelta
+// toward it could not be applied.
+type NeedBundle struct {
+	// Hash is the bundle the agent wants whole.
+	Hash string `json:"hash"`
+	// Reason says why the delta did not do, for the relay's log.
+	Reason string `json:"reason,omitempty"`
 }
 
 // --- relay -> hub ---
@@ -234,6 +278,21 @@ type BundleData struct {
 	Size int64 `json:"size"`
 }
 
+// DeltaData carries the delta from bundle Base to bundle Hash to a relay
+// that listed CapBundleDelta, before the Desired items that need it; the
+// payload is as in BundleDelta. The relay keeps it for the agents it knows
+// run Base.
+type DeltaData struct {
+	// Hash identifies the bundle the delta builds.
+	Hash string `json:"hash"`
+	// Base is the bundle the delta applies to.
+	Base string `json:"base"`
+	// Encoding is EncodingGzip or EncodingIdentity.
+	Encoding string `json:"encoding"`
+	// Size is the delta's size before encoding, in bytes.
+	Size int64 `json:"size"`
+}
+
 // Revoke tells a relay to end the sessions of agents whose certificates were
 // revoked; the relay closes them with CloseRevoked and refuses them until
 // their certificates no longer verify.
@@ -285,6 +344,15 @@ func (*BundleData) Type() Type { return TypeBundleData }
 
 // Type implements Message.
 func (*Revoke) Type() Type { return TypeRevoke }
+
+// Type implements Message.
+func (*NeedBundle) Type() Type { return TypeNeedBundle }
+
+// Type implements Message.
+func (*BundleDelta) Type() Type { return TypeBundleDelta }
+
+// Type implements Message.
+func (*DeltaData) Type() Type { return TypeDeltaData }
 
 // TruncateOutput shortens s to at most MaxOutput bytes, cutting on a UTF-8
 // boundary and marking the cut, so a Result stays within its limit.

@@ -30,12 +30,14 @@ type Type byte
 // Message type bytes. Agent -> relay 0x01-0x0f, relay -> agent 0x10-0x1f,
 // relay -> hub 0x20-0x2f, hub -> relay 0x30-0x3f. 0x00 is never valid.
 const (
-	TypeHello     Type = 0x01 // agent -> relay
-	TypeHeartbeat Type = 0x02 // agent -> relay
-	TypeResult    Type = 0x03 // agent -> relay
+	TypeHello      Type = 0x01 // agent -> relay
+	TypeHeartbeat  Type = 0x02 // agent -> relay
+	TypeResult     Type = 0x03 // agent -> relay
+	TypeNeedBundle Type = 0x04 // agent -> relay
 
-	TypeWelcome Type = 0x10 // relay -> agent
-	TypeBundle  Type = 0x11 // relay -> agent, with payload
+	TypeWelcome     Type = 0x10 // relay -> agent
+	TypeBundle      Type = 0x11 // relay -> agent, with payload
+	TypeBundleDelta Type = 0x12 // relay -> agent, with payload
 
 	TypeRelayHello   Type = 0x20 // relay -> hub
 	TypeSnapshot     Type = 0x21 // relay -> hub
@@ -47,6 +49,7 @@ const (
 	TypeDesired    Type = 0x30 // hub -> relay
 	TypeBundleData Type = 0x31 // hub -> relay, with payload
 	TypeRevoke     Type = 0x32 // hub -> relay
+	TypeDeltaData  Type = 0x33 // hub -> relay, with payload
 )
 
 // Size limits per message type, counting the whole frame (type byte, header
@@ -66,8 +69,11 @@ const (
 	LimitHeartbeats   = 32 << 20
 	LimitResults      = 32 << 20
 	LimitDesired      = 32 << 20
-	LimitFetchBundle  = 1 << 10 // one hash
-	LimitRevoke       = 1 << 20 // a list of agent ids
+	LimitFetchBundle  = 1 << 10  // one hash
+	LimitRevoke       = 1 << 20  // a list of agent ids
+	LimitNeedBundle   = 1 << 10  // one hash and a short reason
+	LimitBundleDelta  = 64 << 20 // a delta is at most a whole bundle
+	LimitDeltaData    = 64 << 20
 
 	// MaxAgentMessage is the largest frame an agent may send (a Result);
 	// relays pass it to NewConn as the connection read limit for agents.
@@ -140,6 +146,12 @@ func Limit(t Type) int {
 		return LimitBundleData
 	case TypeRevoke:
 		return LimitRevoke
+	case TypeNeedBundle:
+		return LimitNeedBundle
+	case TypeBundleDelta:
+		return LimitBundleDelta
+	case TypeDeltaData:
+		return LimitDeltaData
 	}
 	return 0
 }
@@ -175,14 +187,20 @@ func (t Type) String() string {
 		return "bundleData"
 	case TypeRevoke:
 		return "revoke"
+	case TypeNeedBundle:
+		return "needBundle"
+	case TypeBundleDelta:
+		return "bundleDelta"
+	case TypeDeltaData:
+		return "deltaData"
 	}
 	return fmt.Sprintf("type(0x%02x)", byte(t))
 }
 
 // HasPayload reports whether frames of type t carry a payload after the
-// header (only Bundle and BundleData do).
+// header (only Bundle, BundleData, BundleDelta and DeltaData do).
 func HasPayload(t Type) bool {
-	return t == TypeBundle || t == TypeBundleData
+	return t == TypeBundle || t == TypeBundleData || t == TypeBundleDelta || t == TypeDeltaData
 }
 
 // newMessage returns a zero message of type t, or nil for an unknown type.
@@ -216,13 +234,19 @@ func newMessage(t Type) Message {
 		return new(BundleData)
 	case TypeRevoke:
 		return new(Revoke)
+	case TypeNeedBundle:
+		return new(NeedBundle)
+	case TypeBundleDelta:
+		return new(BundleDelta)
+	case TypeDeltaData:
+		return new(DeltaData)
 	}
 	return nil
 }
 
 // Encode builds the frame for m: type byte, uvarint header length, JSON
-// header, payload. A payload is allowed only for Bundle and BundleData. It
-// fails with ErrTooLarge when the frame would exceed Limit(m.Type()), so a
+// header, payload. A payload is allowed only for the types HasPayload
+// names. It fails with ErrTooLarge when the frame would exceed Limit(m.Type()), so a
 // sender learns of an oversized message before its peer closes on it.
 func Encode(m Message, payload []byte) ([]byte, error) {
 	if m == nil {

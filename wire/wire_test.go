@@ -39,6 +39,9 @@ func sampleMessages() []struct {
 		{&Desired{Items: []DesiredBundle{{Agent: "agent-1", Hash: "sha256:bb"}}}, nil},
 		{&BundleData{Hash: "sha256:bb", Encoding: EncodingGzip, Size: 12345}, []byte("opaque")},
 		{&Revoke{Agents: []string{"agent-1", "agent-2"}, Reason: "key compromised"}, nil},
+		{&NeedBundle{Hash: "sha256:bb", Reason: "base sha256:aa not kept"}, nil},
+		{&BundleDelta{Hash: "sha256:bb", Base: "sha256:aa", Encoding: EncodingIdentity, Size: 6}, []byte("NXD1\x00\x00")},
+		{&DeltaData{Hash: "sha256:bb", Base: "sha256:aa", Encoding: EncodingGzip, Size: 600}, []byte("opaque")},
 	}
 }
 
@@ -86,6 +89,7 @@ func TestTypeBytesFixed(t *testing.T) {
 		TypeWelcome: 0x10, TypeBundle: 0x11,
 		TypeRelayHello: 0x20, TypeSnapshot: 0x21, TypeSessionDelta: 0x22, TypeHeartbeats: 0x23, TypeResults: 0x24, TypeFetchBundle: 0x25,
 		TypeDesired: 0x30, TypeBundleData: 0x31, TypeRevoke: 0x32,
+		TypeNeedBundle: 0x04, TypeBundleDelta: 0x12, TypeDeltaData: 0x33,
 	}
 	for tp, b := range want {
 		if byte(tp) != b {
@@ -257,6 +261,31 @@ func TestCompressRoundTrip(t *testing.T) {
 	}
 	if _, err := Decompress(z[:len(z)-4], len(data)); err == nil {
 		t.Fatal("Decompress truncated stream: no error")
+	}
+}
+
+func TestDecodePayload(t *testing.T) {
+	data := []byte("NXD1 a small delta")
+	z, _ := Compress(data)
+	for _, tc := range []struct {
+		enc     string
+		payload []byte
+		limit   int
+		want    error // nil: data back
+	}{
+		{EncodingIdentity, data, len(data), nil},
+		{EncodingGzip, z, len(data), nil},
+		{EncodingIdentity, data, len(data) - 1, ErrTooLarge},
+		{EncodingGzip, z, len(data) - 1, ErrTooLarge},
+		{"br", data, 100, errors.New("unknown payload encoding")},
+	} {
+		got, err := DecodePayload(tc.enc, tc.payload, tc.limit)
+		switch {
+		case tc.want == nil && (err != nil || !bytes.Equal(got, data)):
+			t.Errorf("%s, limit %d: %q, %v; want the data", tc.enc, tc.limit, got, err)
+		case tc.want != nil && (err == nil || !errors.Is(err, tc.want) && !strings.Contains(err.Error(), tc.want.Error())):
+			t.Errorf("%s, limit %d: err %v, want %v", tc.enc, tc.limit, err, tc.want)
+		}
 	}
 }
 
