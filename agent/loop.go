@@ -28,8 +28,27 @@ type Loop struct {
 	// signal already says "look at desired".
 	wake chan struct{}
 
-	mu      sync.Mutex // guards desired
+	mu      sync.Mutex // guards desired and applied
 	desired *nginx.Bundle
+	// applied is the last bundle applied, kept when keepApplied is set.
+	applied     *nginx.Bundle
+	keepApplied bool
+}
+
+// KeepApplied makes the Loop keep the last bundle it applied in memory, so
+// that it can be a Session's Keeper (the bench's simulated agents have no
+// release directories). Call it before Run.
+func (l *Loop) KeepApplied() { l.keepApplied = true }
+
+// Kept implements Keeper: the last bundle applied, when it is hash and
+// KeepApplied was called.
+func (l *Loop) Kept(hash string) *nginx.Bundle {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.applied != nil && l.applied.Hash == hash {
+		return l.applied
+	}
+	return nil
 }
 
 // NewLoop returns a Loop that applies with apply, waits with clock and hands
@@ -83,6 +102,11 @@ func (l *Loop) Run(ctx context.Context) error {
 			continue
 		}
 		res := l.apply(ctx, b)
+		if l.keepApplied && res.State == Applied && res.Hash == b.Hash {
+			l.mu.Lock()
+			l.applied = b
+			l.mu.Unlock()
+		}
 		if l.onResult != nil {
 			l.onResult(res)
 		}

@@ -243,6 +243,20 @@ func (a *Applier) loadBundle(hash string) (*nginx.Bundle, error) {
 	return &b, nil
 }
 
+// Kept implements Keeper: the bundle of releases/<hash>, verified, or nil
+// when there is no such release. The hash comes from the network, so it
+// must look like one before it becomes a path.
+func (a *Applier) Kept(hash string) *nginx.Bundle {
+	if !isHash(hash) {
+		return nil
+	}
+	b, err := a.loadBundle(hash)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // fileChange is one difference between a release tree and its bundle.
 type fileChange struct {
 	path string

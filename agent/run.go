@@ -131,6 +131,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		Relays:  cfg.Relays,
 		TLS:     tlsCfg,
 		Applier: applier,
+		Kept:    applier,
 		Version: cfg.Version,
 		Logger:  log,
 		NginxUp: func() bool { _, err := child.PID(); return err == nil },

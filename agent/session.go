@@ -27,6 +27,13 @@ type LiveHasher interface {
 	Live() (string, error)
 }
 
+// Keeper returns a bundle the agent still has, by hash, or nil; deltas
+// apply to it. *Applier (its release directories) and *Loop (after
+// KeepApplied) are Keepers.
+type Keeper interface {
+	Kept(hash string) *nginx.Bundle
+}
+
 // Submitter takes a desired bundle; *Loop is one.
 type Submitter interface {
 	Submit(b *nginx.Bundle)
@@ -51,6 +58,10 @@ type Session struct {
 	Applier LiveHasher
 	// Loop receives verified bundles; wire its onResult to Report.
 	Loop Submitter
+	// Kept, when set, holds the bundles deltas apply to, and the session
+	// offers wire.CapBundleDelta: relays then send a change as the files
+	// that changed rather than the whole bundle.
+	Kept Keeper
 	// NginxUp, when set, is reported in heartbeats.
 	NginxUp func() bool
 	// Limits bound decoded bundles; MaxBundleSize bounds decompression
@@ -71,6 +82,9 @@ type Session struct {
 	// a relay once its WebSocket is open (tests check the key exchange
 	// and resumption with it).
 	OnTLS func(tls.ConnectionState)
+	// OnDelta, when set, is called for each BundleDelta received, with
+	// whether it built the bundle it names (false: NeedBundle was sent).
+	OnDelta func(applied bool)
 	// Version is sent in Hello.
 	Version string
 	// Clock defaults to RealClock; Logger to a discarding logger.
@@ -264,7 +278,11 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	// handshake timeout.
 	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.AcceptTimeout)
 	defer conn.CloseNow()
-	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle"}, nil); err != nil {
+	hello := &wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle"}
+	if s.Kept != nil {
+		hello.Capabilities = []string{wire.CapBundleDelta}
+	}
+	if err := conn.Write(hello, nil); err != nil {
 		return false, err
 	}
 	m, _, err := conn.Read(ctx)
@@ -316,6 +334,8 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 		switch m := m.(type) {
 		case *wire.Bundle:
 			s.onBundle(m, payload)
+		case *wire.BundleDelta:
+			s.onDelta(conn, m, payload)
 		case *wire.Welcome:
 		default:
 			_ = conn.Close(wire.CloseMalformed, "unexpected "+m.Type().String())
@@ -351,6 +371,49 @@ func (s *Session) onBundle(m *wire.Bundle, payload []byte) {
 	}
 	s.Logger.Info("bundle received", "hash", short(m.Hash), "files", len(b.Files))
 	s.Loop.Submit(b)
+}
+
+// onDelta builds a bundle from a delta and a bundle the agent kept and
+// hands it to the Loop. A delta that does not yield exactly the bundle it
+// names (base gone, hash mismatch, bad encoding) is not nacked: the agent
+// asks for the whole bundle instead (NeedBundle).
+func (s *Session) onDelta(conn *wire.Conn, m *wire.BundleDelta, payload []byte) {
+	b, err := s.applyDelta(m, payload)
+	if s.OnDelta != nil {
+		s.OnDelta(err == nil)
+	}
+	if err != nil {
+		s.Logger.Info("cannot apply delta; asking for the whole bundle", "hash", short(m.Hash), "base", short(m.Base), "err", err)
+		reason := err.Error()
+		if len(reason) > 256 {
+			reason = reason[:256]
+		}
+		if err := conn.Write(&wire.NeedBundle{Hash: m.Hash, Reason: reason}, nil); err != nil {
+			conn.CloseNow()
+		}
+		return
+	}
+	s.Logger.Info("bundle received", "hash", short(m.Hash), "files", len(b.Files), "delta", short(m.Base))
+	s.Loop.Submit(b)
+}
+
+func (s *Session) applyDelta(m *wire.BundleDelta, payload []byte) (*nginx.Bundle, error) {
+	var base *nginx.Bundle
+	if s.Kept != nil {
+		base = s.Kept.Kept(m.Base)
+	}
+	if base == nil {
+		return nil, fmt.Errorf("base bundle %s not kept", short(m.Base))
+	}
+	limit := s.MaxBundleSize
+	if m.Size >= 0 && m.Size < int64(limit) {
+		limit = int(m.Size)
+	}
+	data, err := wire.DecodePayload(m.Encoding, payload, limit)
+	if err != nil {
+		return nil, err
+	}
+	return nginx.ApplyDelta(base, data, m.Hash, s.Limits)
 }
 
 // heartbeat sends a Heartbeat and a ping every interval.

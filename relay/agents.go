@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -47,6 +48,11 @@ type agentConn struct {
 	// sent is the bundle hash last queued to this session; it is not sent
 	// again in this session unless the desired hash changes.
 	sent string
+	// deltas is whether the agent listed wire.CapBundleDelta in its Hello.
+	deltas bool
+	// whole is the hash the agent asked for whole (NeedBundle) after a
+	// delta toward it failed; it gets no delta toward it again.
+	whole string
 	// queue holds frames not yet written; at most cfg.SendQueue. When it
 	// is full the agent is a slow consumer and is disconnected (4005):
 	// it must never stall fan-out to others.
@@ -136,7 +142,10 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 		conn.CloseAndWait(wire.CloseProtocolMismatch, wire.ProtocolMismatchReason(wire.Protocol, hello.Protocol))
 		return nil
 	}
-	a := &agentConn{s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(), applied: hello.AppliedHash}
+	a := &agentConn{
+		s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(),
+		applied: hello.AppliedHash, deltas: slices.Contains(hello.Capabilities, wire.CapBundleDelta),
+	}
 	old, refused := s.register(a)
 	if refused != "" {
 		log.Info("refusing revoked agent")
@@ -153,6 +162,7 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 		Protocol:            wire.Protocol,
 		HeartbeatIntervalMs: interval.Milliseconds(),
 		DesiredHash:         s.desired[a.id],
+		Capabilities:        capabilities,
 	}})
 	s.syncAgentLocked(a)
 	s.mu.Unlock()
@@ -188,6 +198,8 @@ func (s *Server) readAgent(a *agentConn) {
 		s.onHeartbeat(a, m)
 	case *wire.Result:
 		s.onResult(a, m)
+	case *wire.NeedBundle:
+		s.onNeedBundle(a, m)
 	default:
 		// A known type in the wrong direction is a protocol violation
 		// of this session only.
@@ -288,13 +300,36 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 	s.kickLocked()
 }
 
+// onNeedBundle sends the whole desired bundle to an agent that could not
+// apply the delta toward it, once per desired hash and session.
+func (s *Server) onNeedBundle(a *agentConn, m *wire.NeedBundle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m.Hash != s.desired[a.id] || a.whole == m.Hash {
+		return
+	}
+	s.log.Debug("agent could not apply a delta; sending the whole bundle", "agent", a.id, "hash", m.Hash, "reason", m.Reason)
+	a.whole, a.sent = m.Hash, ""
+	s.syncAgentLocked(a)
+}
+
 // syncAgentLocked queues the agent's desired bundle when it differs from
-// what the agent runs and was not already sent in this session, fetching
-// it from the hub when it is not cached.
+// what the agent runs and was not already sent in this session: as a delta
+// from the bundle the agent runs when the agent takes deltas and the hub
+// sent that one, else whole, fetching it from the hub when it is not
+// cached.
 func (s *Server) syncAgentLocked(a *agentConn) {
 	want := s.desired[a.id]
 	if want == "" || a.closed || want == a.applied || want == a.sent {
 		return
+	}
+	if a.deltas && a.applied != "" && a.whole != want {
+		if pm := s.cache.delta(a.applied, want); pm != nil {
+			a.sent = want
+			s.deltasSent.Add(1)
+			s.enqueueLocked(a, outFrame{pm: pm, hash: want})
+			return
+		}
 	}
 	b := s.cache.get(want)
 	if b == nil {
@@ -302,6 +337,7 @@ func (s *Server) syncAgentLocked(a *agentConn) {
 		return
 	}
 	a.sent = want
+	s.bundlesSent.Add(1)
 	s.enqueueLocked(a, outFrame{pm: b.pm, hash: want})
 }
 

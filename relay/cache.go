@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -36,19 +37,25 @@ type cachedBundle struct {
 	pm      *websocket.PreparedMessage
 }
 
-// cache holds bundles by hash. It has no lock of its own: the relay
-// guards it with Server.mu. Disk I/O happens outside that lock.
+// cache holds bundles by hash, and the deltas between them the hub sent
+// (in memory only: after a restart agents get whole bundles). It has no
+// lock of its own: the relay guards it with Server.mu. Disk I/O happens
+// outside that lock.
 type cache struct {
 	dir     string
 	bundles map[string]*cachedBundle
+	deltas  map[deltaKey]*websocket.PreparedMessage
 }
+
+// deltaKey names a delta: from base to hash.
+type deltaKey struct{ base, hash string }
 
 func openCache(stateDir string) (*cache, error) {
 	dir := filepath.Join(stateDir, "bundles")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("relay cache: %w", err)
 	}
-	c := &cache{dir: dir, bundles: map[string]*cachedBundle{}}
+	c := &cache{dir: dir, bundles: map[string]*cachedBundle{}, deltas: map[deltaKey]*websocket.PreparedMessage{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("relay cache: %w", err)
@@ -87,6 +94,20 @@ func (c *cache) desiredPath() string              { return filepath.Join(filepat
 func (c *cache) drop(hash string)                 { delete(c.bundles, hash) }
 func (c *cache) removeFile(hash string)           { _ = os.Remove(c.path(hash)) }
 func (c *cache) hashes() map[string]*cachedBundle { return c.bundles }
+
+// delta returns the prepared BundleDelta from base to hash, or nil.
+func (c *cache) delta(base, hash string) *websocket.PreparedMessage {
+	return c.deltas[deltaKey{base, hash}]
+}
+
+func (c *cache) putDelta(base, hash string, pm *websocket.PreparedMessage) {
+	c.deltas[deltaKey{base, hash}] = pm
+}
+
+// dropDeltas forgets the deltas toward hashes no agent wants.
+func (c *cache) dropDeltas(wanted func(hash string) bool) {
+	maps.DeleteFunc(c.deltas, func(k deltaKey, _ *websocket.PreparedMessage) bool { return !wanted(k.hash) })
+}
 
 // writeBundle stores b on disk atomically. Called without Server.mu.
 func (c *cache) writeBundle(b *cachedBundle) error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,6 +467,9 @@ type memAgent struct {
 	id      string
 	applier *memApplier
 	stop    func()
+	// deltas counts the BundleDeltas the session applied (only agents
+	// started with startDeltaAgent take them).
+	deltas atomic.Int64
 }
 
 func startMemAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
@@ -476,11 +480,33 @@ func startMemAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
 
 func startMemAgentWith(t testing.TB, tlsCfg *tls.Config, id string, relays ...string) *memAgent {
 	t.Helper()
+	return startAgent(t, tlsCfg, id, false, relays...)
+}
+
+// startDeltaAgent is startMemAgent for an agent that keeps its last
+// bundle and takes deltas (wire.CapBundleDelta).
+func startDeltaAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
+	t.Helper()
+	tlsCfg, id := agentTLS(t, c)
+	return startAgent(t, tlsCfg, id, true, relays...)
+}
+
+func startAgent(t testing.TB, tlsCfg *tls.Config, id string, deltas bool, relays ...string) *memAgent {
+	t.Helper()
 	a := &memAgent{id: id, applier: &memApplier{}}
 	sess := &agent.Session{Relays: relays, TLS: tlsCfg, Applier: a.applier, Logger: quiet(),
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	loop := agent.NewLoop(a.applier.apply, nil, sess.Report)
 	sess.Loop = loop
+	if deltas {
+		loop.KeepApplied()
+		sess.Kept = loop
+		sess.OnDelta = func(applied bool) {
+			if applied {
+				a.deltas.Add(1)
+			}
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = loop.Run(ctx) })
@@ -510,4 +536,19 @@ func testBundle(t testing.TB, name string, size int) *nginx.Bundle {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// sendDelta sends every connected relay the delta from base to b, as a
+// hub does before the assignments that use it.
+func (h *testHub) sendDelta(base, b *nginx.Bundle) {
+	data := nginx.Diff(base, b)
+	h.mu.Lock()
+	conns := make([]*wire.Conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Write(&wire.DeltaData{Hash: b.Hash, Base: base.Hash, Encoding: wire.EncodingIdentity, Size: int64(len(data))}, data)
+	}
 }

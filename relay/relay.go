@@ -149,6 +149,9 @@ type Stats struct {
 	UpstreamConnected bool
 	// FetchesSent counts FetchBundle messages sent upstream.
 	FetchesSent int64
+	// BundlesSent and DeltasSent count bundles queued to agents, whole
+	// and as deltas.
+	BundlesSent, DeltasSent int64
 	// Accepted counts connections the relay's own listener accepted (none
 	// when the relay is mounted on another server).
 	Accepted int64
@@ -193,10 +196,12 @@ type Server struct {
 	// upConnected is true while a hub session is established.
 	upConnected bool
 
-	slow     atomic.Int64
-	fetches  atomic.Int64
-	accepted atomic.Int64
-	expired  atomic.Int64
+	slow        atomic.Int64
+	deltasSent  atomic.Int64
+	bundlesSent atomic.Int64
+	fetches     atomic.Int64
+	accepted    atomic.Int64
+	expired     atomic.Int64
 
 	// sessions is the context of every agent session; Run cancels it
 	// when it stops.
@@ -237,6 +242,11 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Bursty counts the events that come in bursts and make garbage fast:
+// connections accepted and bundles sent. `relay run` raises GOGC while
+// they pile up.
+func (st Stats) Bursty() int64 { return st.Accepted + st.BundlesSent + st.DeltasSent }
+
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -247,6 +257,8 @@ func (s *Server) Stats() Stats {
 		BundlesCached:     s.cache.len(),
 		UpstreamConnected: s.upConnected,
 		FetchesSent:       s.fetches.Load(),
+		DeltasSent:        s.deltasSent.Load(),
+		BundlesSent:       s.bundlesSent.Load(),
 		Accepted:          s.accepted.Load(),
 		Expired:           s.expired.Load(),
 	}
@@ -366,3 +378,7 @@ func (s *Server) goTrackedLocked(f func()) bool {
 	s.wg.Go(f)
 	return true
 }
+
+// capabilities are the optional features this relay lists in Welcome and
+// RelayHello.
+var capabilities = []string{wire.CapBundleDelta}

@@ -60,7 +60,7 @@ func startRealAgent(t *testing.T, c *ca.CA, statusPort int, relays ...string) (s
 		t.Fatal(err)
 	}
 	tlsCfg, id := agentTLS(t, c)
-	sess := &agent.Session{Relays: relays, TLS: tlsCfg, Applier: ap, Logger: quiet(), MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	sess := &agent.Session{Relays: relays, TLS: tlsCfg, Applier: ap, Kept: ap, Logger: quiet(), MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	loop := agent.NewLoop(ap.Apply, nil, sess.Report)
 	sess.Loop = loop
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,6 +138,22 @@ func TestFanOutThroughRelay(t *testing.T) {
 		defer hub.mu.Unlock()
 		return hub.beats > 0
 	})
+
+	// A change: the real agent, which keeps its releases, builds it from
+	// the delta; the in-memory agents, which keep nothing, get it whole.
+	b2 := realNginxBundle(t, statusPort, vhostPort, "changed via delta")
+	hub.addBundle(b2)
+	hub.sendDelta(b, b2)
+	hub.setDesired(b2.Hash, ids...)
+	for _, id := range ids {
+		eventually(t, 20*time.Second, "ack of the change from "+id, func() bool { return hub.acked(id, b2.Hash, wire.ResultApplied) })
+	}
+	if body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", vhostPort)); err != nil || body != "changed via delta" {
+		t.Errorf("real nginx answers %q, %v after the delta", body, err)
+	}
+	if s := r.Stats(); s.DeltasSent != 1 || s.BundlesSent != 4+3 {
+		t.Errorf("relay sent %d deltas and %d whole bundles, want 1 (to the real agent) and 7", s.DeltasSent, s.BundlesSent)
+	}
 }
 
 // TestOneFetchPerHashForManyAgents: 20 agents wanting the same uncached

@@ -138,7 +138,7 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 // batches. established is true once the Snapshot was written.
 func (s *Server) upstreamSession(ctx context.Context, conn *wire.Conn) (established bool, err error) {
 	defer conn.CloseNow()
-	if err := conn.Write(&wire.RelayHello{Protocol: wire.Protocol, RelayVersion: s.cfg.Version}, nil); err != nil {
+	if err := conn.Write(&wire.RelayHello{Protocol: wire.Protocol, RelayVersion: s.cfg.Version, Capabilities: capabilities}, nil); err != nil {
 		return false, err
 	}
 	s.mu.Lock()
@@ -296,6 +296,8 @@ func (s *Server) upstreamRead(ctx context.Context, conn *wire.Conn) error {
 			s.onDesired(m)
 		case *wire.BundleData:
 			s.onBundleData(m, payload)
+		case *wire.DeltaData:
+			s.onDeltaData(m, payload)
 		case *wire.Revoke:
 			s.revoke(m.Agents, m.Reason)
 		default:
@@ -327,7 +329,8 @@ func (s *Server) onDesired(d *wire.Desired) {
 			s.syncAgentLocked(a)
 		}
 	}
-	// Bundles no agent wants any more leave the cache.
+	// Bundles no agent wants any more leave the cache, and so do the
+	// deltas toward them.
 	var gone []string
 	for h := range s.cache.hashes() {
 		if s.wanted[h] == 0 {
@@ -335,6 +338,7 @@ func (s *Server) onDesired(d *wire.Desired) {
 			s.cache.drop(h)
 		}
 	}
+	s.cache.dropDeltas(func(h string) bool { return s.wanted[h] > 0 })
 	s.desiredDirty = true
 	s.mu.Unlock()
 	for _, h := range gone {
@@ -417,4 +421,24 @@ func (s *Server) onBundleData(m *wire.BundleData, payload []byte) {
 			s.syncAgentLocked(a)
 		}
 	}
+}
+
+// onDeltaData keeps a delta from the hub for the agents that run its base.
+// The hub sends it before the assignments that use it; agents that were
+// assigned its bundle already got the whole one.
+func (s *Server) onDeltaData(m *wire.DeltaData, payload []byte) {
+	if !validHash.MatchString(m.Hash) || !validHash.MatchString(m.Base) || m.Size < 0 ||
+		(m.Encoding != wire.EncodingGzip && m.Encoding != wire.EncodingIdentity) {
+		s.log.Warn("relay: ignoring invalid delta data", "hash", m.Hash, "base", m.Base, "encoding", m.Encoding)
+		return
+	}
+	// Prepare copies the payload into the frame, which outlives this read.
+	pm, err := wire.Prepare(&wire.BundleDelta{Hash: m.Hash, Base: m.Base, Encoding: m.Encoding, Size: m.Size}, payload)
+	if err != nil {
+		s.log.Error("relay: preparing delta", "hash", m.Hash, "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache.putDelta(m.Base, m.Hash, pm)
 }

@@ -23,6 +23,8 @@ type bundle struct {
 	hash    string
 	size    int64  // uncompressed
 	payload []byte // wire.Compress of the binary encoding
+	// files is the compiled bundle, kept for deltas to and from it.
+	files *nginx.Bundle
 }
 
 // revisionSet is a workspace's resources at one revision and the bundles
@@ -100,7 +102,7 @@ func compile(set []schema.Resource, labels map[string]string) (*bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bundle{hash: nb.Hash, size: int64(len(data)), payload: payload}, nil
+	return &bundle{hash: nb.Hash, size: int64(len(data)), payload: payload, files: nb}, nil
 }
 
 // revisions caches revisionSets: each workspace's newest and a few older

@@ -75,10 +75,11 @@ func (c *Config) setDefaults() {
 // Fleet is the hub's view of its relays and their agents. Create it with
 // New, run it with Run, serve relays with ServeRelay.
 type Fleet struct {
-	cfg  Config
-	log  *slog.Logger
-	db   *store.DB
-	revs *revisions
+	cfg    Config
+	log    *slog.Logger
+	db     *store.DB
+	revs   *revisions
+	deltas *deltas
 
 	kick      chan struct{} // wakes the reconciler (cap 1)
 	flushKick chan struct{} // wakes the status writer (cap 1)
@@ -151,9 +152,11 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("fleet: DB is required")
 	}
+	revs := &revisions{db: cfg.DB, sets: map[string][]*revisionSet{}}
 	return &Fleet{
 		cfg: cfg, log: cfg.Logger, db: cfg.DB,
-		revs:        &revisions{db: cfg.DB, sets: map[string][]*revisionSet{}},
+		revs:        revs,
+		deltas:      &deltas{revs: revs, m: map[deltaKey]*delta{}},
 		kick:        make(chan struct{}, 1),
 		flushKick:   make(chan struct{}, 1),
 		relays:      map[string]*relaySession{},
@@ -402,6 +405,20 @@ func (f *Fleet) assign(ctx context.Context, ws string, ids []string) {
 		}
 		want[j.id] = b
 	}
+	// Agents on relays that take deltas get one from the bundle they run,
+	// computed once per pair outside the fleet lock.
+	f.mu.Lock()
+	pairs := map[deltaKey]*bundle{}
+	for id, b := range want {
+		if a := f.agents[id]; a != nil && a.desired != b.hash && a.applied != "" && a.applied != b.hash && a.relay.deltas {
+			pairs[deltaKey{a.applied, b.hash}] = b
+		}
+	}
+	f.mu.Unlock()
+	ds := make(map[deltaKey]*delta, len(pairs))
+	for k, b := range pairs {
+		ds[k] = f.deltas.get(k.base, b)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, b := range want {
@@ -410,7 +427,11 @@ func (f *Fleet) assign(ctx context.Context, ws string, ids []string) {
 			continue
 		}
 		a.desired = b.hash
-		a.relay.queueDesiredLocked(id, b)
+		var d *delta
+		if a.relay.deltas {
+			d = ds[deltaKey{a.applied, b.hash}]
+		}
+		a.relay.queueDesiredLocked(id, b, d)
 		f.pushes++
 	}
 }

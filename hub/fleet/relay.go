@@ -31,26 +31,37 @@ type relaySession struct {
 	conn        *wire.Conn
 	connectedAt time.Time
 	kick        chan struct{}
+	// deltas is whether the relay listed wire.CapBundleDelta.
+	deltas bool
 
 	// Guarded by Fleet.mu:
 	agents  map[string]bool   // agents with a live session on this relay
 	desired map[string]string // assignments not yet written, by agent
 	bundles []*bundle         // bundle bytes to write before assignments
 	sent    map[string]bool   // bundle hashes written in this session
+	deltaQ  []*delta          // deltas to write before assignments
+	sentD   map[deltaKey]bool // deltas written in this session
 	revoke  []string          // revocations not yet written
 	reason  string            // of the latest revocation
 	closed  bool
 }
 
 // queueDesiredLocked assigns b to agent id, sending b's bytes first unless
-// this session already carried them.
-func (rs *relaySession) queueDesiredLocked(id string, b *bundle) {
+// this session already carried them, and d (the delta to b from what the
+// agent runs, nil when there is none) likewise. The relay needs the whole
+// bundle even when it has the delta: agents that cannot use the delta ask
+// for it.
+func (rs *relaySession) queueDesiredLocked(id string, b *bundle, d *delta) {
 	if rs.closed {
 		return
 	}
 	if !rs.sent[b.hash] {
 		rs.sent[b.hash] = true
 		rs.bundles = append(rs.bundles, b)
+	}
+	if d != nil && !rs.sentD[deltaKey{d.base, d.hash}] {
+		rs.sentD[deltaKey{d.base, d.hash}] = true
+		rs.deltaQ = append(rs.deltaQ, d)
 	}
 	rs.desired[id] = b.hash
 	wake(rs.kick)
@@ -130,6 +141,7 @@ func (f *Fleet) ServeRelay(w http.ResponseWriter, r *http.Request) {
 	rs := &relaySession{
 		f: f, id: id.ID, conn: conn, connectedAt: f.cfg.Now(), kick: make(chan struct{}, 1),
 		agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{},
+		deltas: slices.Contains(hello.Capabilities, wire.CapBundleDelta), sentD: map[deltaKey]bool{},
 	}
 	f.addRelay(rs, snap.Agents)
 	log.Info("fleet: relay connected", "agents", len(snap.Agents), "version", hello.RelayVersion)
@@ -174,10 +186,10 @@ func (rs *relaySession) writeLoop(ctx context.Context) {
 		case <-rs.kick:
 		}
 		f.mu.Lock()
-		bundles, desired, revoke, reason := rs.bundles, rs.desired, rs.revoke, rs.reason
-		rs.bundles, rs.desired, rs.revoke = nil, map[string]string{}, nil
+		bundles, deltas, desired, revoke, reason := rs.bundles, rs.deltaQ, rs.desired, rs.revoke, rs.reason
+		rs.bundles, rs.deltaQ, rs.desired, rs.revoke = nil, nil, map[string]string{}, nil
 		f.mu.Unlock()
-		if err := rs.write(bundles, desired, revoke, reason); err != nil {
+		if err := rs.write(bundles, deltas, desired, revoke, reason); err != nil {
 			if ctx.Err() == nil {
 				f.log.Warn("fleet: writing to relay failed; cutting the session", "relay", rs.id, "err", err)
 			}
@@ -187,9 +199,14 @@ func (rs *relaySession) writeLoop(ctx context.Context) {
 	}
 }
 
-func (rs *relaySession) write(bundles []*bundle, desired map[string]string, revoke []string, reason string) error {
+func (rs *relaySession) write(bundles []*bundle, deltas []*delta, desired map[string]string, revoke []string, reason string) error {
 	for _, b := range bundles {
 		if err := rs.conn.Write(&wire.BundleData{Hash: b.hash, Encoding: wire.EncodingGzip, Size: b.size}, b.payload); err != nil {
+			return err
+		}
+	}
+	for _, d := range deltas {
+		if err := rs.conn.Write(&wire.DeltaData{Hash: d.hash, Base: d.base, Encoding: d.encoding, Size: d.size}, d.payload); err != nil {
 			return err
 		}
 	}
