@@ -137,6 +137,11 @@ func runPush(t *testing.T, ctx context.Context, cfg Config, during func(e *env))
 		if p.Acked != n || p.Agents != n || p.Latency.Count != n {
 			t.Errorf("push %d: acked %d of %d with %d latencies, want %d each", p.Round, p.Acked, p.Agents, p.Latency.Count, n)
 		}
+		// Every agent runs the previous revision's bundle, so the
+		// change reaches each as the files that changed.
+		if p.Deltas != n || p.WholeAsked != 0 {
+			t.Errorf("push %d: %d agents built the bundle from a delta and %d asked for it whole; want all %d from a delta", p.Round, p.Deltas, p.WholeAsked, n)
+		}
 		if p.Hash == "" || p.Revision <= 0 {
 			t.Errorf("push %d: hash %q, revision %d", p.Round, p.Hash, p.Revision)
 		}

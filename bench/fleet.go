@@ -32,6 +32,8 @@ type fleet struct {
 	heartbeats atomic.Int64 // heartbeats sent
 	handshakes atomic.Int64 // TLS handshakes completed
 	resumed    atomic.Int64 // ... of which resumed a TLS session
+	deltas     atomic.Int64 // bundles built from a delta
+	wholeAsked atomic.Int64 // deltas that did not apply (NeedBundle sent)
 	// resumption says whether agents offer their TLS session tickets; the
 	// tickets are always kept, so that a storm can switch it on.
 	resumption atomic.Bool
@@ -305,11 +307,16 @@ func (f *fleet) newSim(i int, id identity, relayURLs []string, roots *x509.CertP
 		Control:   bindAddressNoPort,
 	}
 	s.loop = agent.NewLoop(memApply, nil, s.onResult)
+	// Like a real agent, which builds a changed bundle from its live
+	// release and a delta, a simulated one builds it from the last bundle
+	// it applied.
+	s.loop.KeepApplied()
 	s.sess = &agent.Session{
 		Relays:  []string{relayURLs[s.relay]},
 		TLS:     cfg,
 		Applier: s,
 		Loop:    s.loop,
+		Kept:    s.loop,
 		// Counted where the session reads it: once per heartbeat.
 		NginxUp: func() bool { f.heartbeats.Add(1); return true },
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -324,7 +331,14 @@ func (f *fleet) newSim(i int, id identity, relayURLs []string, roots *x509.CertP
 			return tc, nil
 		},
 		OnConnect: s.connected,
-		Version:   version,
+		OnDelta: func(applied bool) {
+			if applied {
+				f.deltas.Add(1)
+			} else {
+				f.wholeAsked.Add(1)
+			}
+		},
+		Version: version,
 	}
 	return s, nil
 }

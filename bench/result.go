@@ -118,6 +118,12 @@ type PushResult struct {
 	// HubConvergedMs is from the API's answer until the hub's convergence
 	// endpoint counted every agent applied (polled: an upper bound).
 	HubConvergedMs float64 `json:"hubConvergedMs"`
+	// Deltas counts the agents that built the pushed bundle from a delta
+	// (only the files that changed) instead of receiving it whole;
+	// WholeAsked those whose delta did not apply and who asked for the
+	// whole bundle.
+	Deltas     int `json:"deltas"`
+	WholeAsked int `json:"wholeAsked"`
 }
 
 // StormResult is a relay killed and restarted (or agents moved).

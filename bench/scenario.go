@@ -155,12 +155,13 @@ func (e *env) connect(ctx context.Context) error {
 func (e *env) pushes(ctx context.Context) error {
 	e.res.Config.Pushes = e.cfg.Pushes
 	var all []time.Duration
-	acked := 0
+	acked, deltas := 0, 0
 	for round := 1; round <= e.cfg.Pushes; round++ {
 		pr, lat, err := e.push(ctx, round)
 		e.res.Pushes = append(e.res.Pushes, pr)
 		all = append(all, lat...)
 		acked += pr.Acked
+		deltas += pr.Deltas
 		if err != nil {
 			return err
 		}
@@ -173,6 +174,7 @@ func (e *env) pushes(ctx context.Context) error {
 	}
 	want := n * e.cfg.Pushes
 	e.figure("acks of the pushed hash", float64(acked), "", &target{fmt.Sprintf("= %d", want), 0, func(v float64) bool { return int(v) == want }})
+	e.figure("pushed bundles built from a delta", float64(deltas), "", nil)
 	e.figure("push p50", l.P50, "ms", nil)
 	e.figure("push p99", l.P99, "ms", pushTarget)
 	e.figure("push max (last ack)", l.Max, "ms", nil)
@@ -189,6 +191,7 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 	// Every agent process takes each agent's hash now, and counts the
 	// agents that report another one from sent on.
 	sent := time.Now()
+	before := e.ag.counts()
 	mark, err := e.ag.mark(ctx, sent, nil)
 	if err != nil {
 		return pr, nil, err
@@ -217,6 +220,8 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 	if err != nil {
 		return pr, nil, errors.Join(waitErr, err)
 	}
+	after := e.ag.counts()
+	pr.Deltas, pr.WholeAsked = int(after.Deltas-before.Deltas), int(after.WholeAsked-before.WholeAsked)
 
 	// The hub's word: the hash each agent should now run. Only a result
 	// for exactly that hash counts as an ack.

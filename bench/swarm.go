@@ -390,6 +390,8 @@ func (s *swarm) counts() workerStatus {
 		sum.Heartbeats += st.Heartbeats
 		sum.Handshakes += st.Handshakes
 		sum.Resumed += st.Resumed
+		sum.Deltas += st.Deltas
+		sum.WholeAsked += st.WholeAsked
 	}
 	return sum
 }

@@ -112,6 +112,8 @@ type workerStatus struct {
 	Heartbeats int64 `json:"heartbeats"` // heartbeats sent, ever
 	Handshakes int64 `json:"handshakes"` // TLS handshakes completed, ever
 	Resumed    int64 `json:"resumed"`    // ... of which resumed a session
+	Deltas     int64 `json:"deltas"`     // bundles built from a delta, ever
+	WholeAsked int64 `json:"wholeAsked"` // deltas that did not apply, ever
 	// Mark is the watch that Reported and Back count for (0: none yet).
 	Mark     int64 `json:"mark"`
 	Reported int   `json:"reported"`
@@ -383,6 +385,8 @@ func (a *agentServer) statusLocked() workerStatus {
 		Heartbeats: f.heartbeats.Load(),
 		Handshakes: f.handshakes.Load(),
 		Resumed:    f.resumed.Load(),
+		Deltas:     f.deltas.Load(),
+		WholeAsked: f.wholeAsked.Load(),
 		Mark:       w.mark,
 		Reported:   w.reported,
 		Back:       w.back,

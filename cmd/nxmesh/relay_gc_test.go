@@ -21,10 +21,10 @@ func TestGCTunerBurst(t *testing.T) {
 	)
 	tick := make(chan time.Time)
 	tn := &gcTuner{
-		accepted: func() int64 { mu.Lock(); defer mu.Unlock(); return accepted },
-		setGC:    func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
-		release:  func() { mu.Lock(); defer mu.Unlock(); released++ },
-		now:      func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		events:  func() int64 { mu.Lock(); defer mu.Unlock(); return accepted },
+		setGC:   func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
+		release: func() { mu.Lock(); defer mu.Unlock(); released++ },
+		now:     func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -42,13 +42,13 @@ func TestGCTunerBurst(t *testing.T) {
 	settle := func() { tick <- now } // no accepts, same time: a no-op tick
 	state := func() ([]int, int) { mu.Lock(); defer mu.Unlock(); return slices.Clone(sets), released }
 
-	step(gcBurstAccepts - 1) // a few reconnects: no burst
+	step(gcBurstEvents - 1) // a few reconnects: no burst
 	settle()
 	if s, r := state(); !slices.Equal(s, []int{relayGCPercent}) || r != 0 {
 		t.Fatalf("after a few accepts: GOGC set %v, released %d", s, r)
 	}
 	for range 8 { // two seconds of steady arrivals
-		step(gcBurstAccepts)
+		step(gcBurstEvents)
 	}
 	settle()
 	if s, _ := state(); !slices.Equal(s, []int{relayGCPercent, relayBurstGCPercent}) {

@@ -80,7 +80,7 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
 	if tuneGC {
 		eg.Go(func() error {
-			runRelayGC(ctx, func() int64 { return s.Stats().Accepted })
+			runRelayGC(ctx, func() int64 { return s.Stats().Bursty() })
 			return nil
 		})
 	}
