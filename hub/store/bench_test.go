@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nxmesh/nxmesh/internal/testenv"
 	"github.com/nxmesh/nxmesh/schema"
@@ -72,5 +73,39 @@ func BenchmarkApply1000(b *testing.B) {
 			}
 		}
 		b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/batch")
+	})
+}
+
+// BenchmarkUpdateAgentStatus measures what the hub writes while a push is
+// acked: one batch of 2,500 agents' results (the fleet writes at most
+// every 250 ms), reported per agent.
+func BenchmarkUpdateAgentStatus(b *testing.B) {
+	eachBackendB(b, func(b *testing.B, db *DB) {
+		ctx := context.Background()
+		ws, err := db.EnsureDefault(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const n = 2500
+		sts := make([]AgentStatus, n)
+		for i := range sts {
+			id := fmt.Sprintf("agent-%05d", i)
+			if _, err := db.PutAgent(ctx, Agent{ID: id, Workspace: ws.Name}); err != nil {
+				b.Fatal(err)
+			}
+			sts[i] = AgentStatus{ID: id, Relay: "relay-1", LastResult: "applied"}
+		}
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			now := time.Now()
+			for j := range sts {
+				sts[j].AppliedHash = fmt.Sprintf("%064d", i)
+				sts[j].ResultHash, sts[j].ResultAt, sts[j].LastSeen = sts[j].AppliedHash, now, now
+			}
+			if err := db.UpdateAgentStatus(ctx, sts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "us/agent")
 	})
 }
