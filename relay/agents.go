@@ -234,6 +234,13 @@ func (s *Server) register(a *agentConn) (old *agentConn, refused string) {
 		}
 		return nil, reason
 	}
+	a.applied = s.internLocked(a.applied)
+	if h, ok := s.desired[a.id]; ok {
+		// Keyed by the id the hub's message carried: key it by the
+		// session's copy and let that one go.
+		delete(s.desired, a.id)
+		s.desired[a.id] = h
+	}
 	old = s.agents[a.id]
 	if old != nil {
 		old.closed = true
@@ -271,7 +278,7 @@ func (s *Server) sessionLocked(a *agentConn) wire.AgentSession {
 func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a.applied = hb.AppliedHash
+	a.applied = s.internLocked(hb.AppliedHash)
 	// Heartbeats are coalesced: the latest per agent wins.
 	s.up.heartbeats[a.id] = wire.AgentHeartbeat{Agent: a.id, AppliedHash: hb.AppliedHash, NginxUp: hb.NginxUp, At: s.cfg.Clock.Now().UnixMilli()}
 	if len(s.up.heartbeats) >= flushBatch {
@@ -283,7 +290,7 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if res.State == wire.ResultApplied {
-		a.applied = res.Hash
+		a.applied = s.internLocked(res.Hash)
 		// A heartbeat still queued was sent before this apply; going up
 		// after the result, it would tell the hub the old bundle is live.
 		if hb, ok := s.up.heartbeats[a.id]; ok {
@@ -292,6 +299,10 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 		}
 	}
 	r := *res
+	r.Hash = s.internLocked(r.Hash)
+	if r.State == wire.ResultApplied {
+		r.State = wire.ResultApplied // the constant, not the message's copy
+	}
 	s.lastResult[a.id] = &r
 	// Results are never dropped: they stay pending until written upstream.
 	// They go at once (an operator waits for them); results that arrive

@@ -180,6 +180,8 @@ type Server struct {
 	desired map[string]string
 	// wanted counts the agents that want each hash in desired.
 	wanted map[string]int
+	// hashes holds one copy of each wanted hash (see internLocked).
+	hashes map[string]string
 	// desiredDirty is set when desired changed since it was written.
 	desiredDirty bool
 	// revoked are agent ids the hub revoked; they are refused.
@@ -234,7 +236,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.desired, s.wanted = map[string]string{}, map[string]int{}
+	s.desired, s.wanted, s.hashes = map[string]string{}, map[string]int{}, map[string]string{}
 	for id, h := range desired {
 		s.setDesiredLocked(id, h)
 	}

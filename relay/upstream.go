@@ -316,7 +316,11 @@ func (s *Server) onDesired(d *wire.Desired) {
 			continue
 		}
 		if old := s.desired[it.Agent]; old != it.Hash {
-			s.setDesiredLocked(it.Agent, it.Hash)
+			id := it.Agent
+			if a := s.agents[id]; a != nil {
+				id = a.id // one copy of the id per agent, not one per message
+			}
+			s.setDesiredLocked(id, it.Hash)
 			changed[it.Agent] = true
 		}
 	}
@@ -352,10 +356,28 @@ func (s *Server) setDesiredLocked(id, hash string) {
 	if old, ok := s.desired[id]; ok {
 		if s.wanted[old]--; s.wanted[old] <= 0 {
 			delete(s.wanted, old)
+			delete(s.hashes, old)
 		}
+	}
+	if c, ok := s.hashes[hash]; ok {
+		hash = c
+	} else {
+		s.hashes[hash] = hash
 	}
 	s.desired[id] = hash
 	s.wanted[hash]++
+}
+
+// internLocked returns the relay's one copy of hash when some agent wants
+// it, else hash. Every message decodes its own copy of a hash; a relay
+// that kept them (an agent's applied hash, its desired one, its last
+// result's) held three 64-byte strings per agent where one shared string
+// per bundle does.
+func (s *Server) internLocked(hash string) string {
+	if c, ok := s.hashes[hash]; ok {
+		return c
+	}
+	return hash
 }
 
 // persistDesired writes the desired map to disk when it changed, at most

@@ -78,9 +78,10 @@ const (
 	bufferSize = 4 << 10
 	// serverReadBufferSize is the read buffer of accepted connections,
 	// smaller still: a relay holds one per agent, it lives as long as the
-	// session, and nearly everything an agent sends (hello, heartbeats)
-	// fits in a few hundred bytes; larger frames take more reads of it.
-	serverReadBufferSize = 512
+	// session, and nearly everything an agent sends (a heartbeat and a
+	// ping, about 120 bytes) fits; larger frames take more reads of it,
+	// from what crypto/tls has already decrypted.
+	serverReadBufferSize = 256
 	// firstFrameBuffer is the buffer a frame is first read into.
 	firstFrameBuffer = 512
 )
@@ -230,10 +231,22 @@ func NewConn(ws *websocket.Conn, readLimit int64, pingWait time.Duration) *Conn 
 // pong answers a ping; a pong that cannot be written breaks the
 // connection, and the next Read fails.
 func (c *Conn) pong(data string) {
-	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.writeWait))
+	err := c.writeControl(websocket.PongMessage, []byte(data))
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 		c.CloseNow()
 	}
+}
+
+// writeControl writes a ping or pong the way data frames go, in turn with
+// them and through the pooled write buffer. gorilla's WriteControl, which
+// may run beside a data write, allocates a frame buffer and a timer on
+// every call: a relay answering 50,000 agents' pings made more garbage
+// with it than with everything else its idle sessions do.
+func (c *Conn) writeControl(messageType int, data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+	return c.ws.WriteMessage(messageType, data)
 }
 
 // extendReadDeadline pushes the read deadline pingWait into the future: any
@@ -276,6 +289,10 @@ func (c *Conn) Read(ctx context.Context) (Message, []byte, error) {
 	if err == nil {
 		stop()
 		m, payload, err := Decode(frame)
+		if !HasPayload(Type(frame[0])) {
+			// Nothing decoded aliases a frame without payload.
+			putFrame(frame)
+		}
 		if err == nil {
 			return m, payload, nil
 		}
@@ -334,10 +351,13 @@ func (c *Conn) readFrame() ([]byte, error) {
 	if c.readLimit > 0 {
 		limit = min(limit, c.readLimit)
 	}
-	// Most frames are heartbeats of about a hundred bytes: start small,
-	// readBounded doubles the buffer for the rare large one.
-	frame := make([]byte, 1, min(limit, firstFrameBuffer))
-	frame[0] = first[0]
+	// Most frames are heartbeats of about a hundred bytes: start with a
+	// small pooled buffer, readBounded doubles it for the rare large one.
+	frame := getFrame()
+	if limit < cap(frame) {
+		frame = frame[:0:limit]
+	}
+	frame = append(frame, first[0])
 	frame, err = readBounded(r, frame, limit)
 	if err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
@@ -404,9 +424,9 @@ func (c *Conn) WritePrepared(pm *websocket.PreparedMessage) error {
 }
 
 // Ping sends a ping; the peer's pong extends this side's read deadline. Safe
-// from any goroutine.
+// from any goroutine; it waits for a data write in progress.
 func (c *Conn) Ping() error {
-	return c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeWait))
+	return c.writeControl(websocket.PingMessage, nil)
 }
 
 // Close sends a close frame with code and reason (truncated to fit) and
@@ -437,4 +457,19 @@ func (c *Conn) CloseNow() {
 		c.closing.Store(true)
 		_ = c.ws.Close()
 	})
+}
+
+// frames pools the buffers small frames are read into: Read returns a
+// frame without payload to it once decoded (decoding copies what it
+// keeps), so an idle session's heartbeats make no garbage there.
+var frames = sync.Pool{New: func() any { b := make([]byte, 0, firstFrameBuffer); return &b }}
+
+func getFrame() []byte { return (*frames.Get().(*[]byte))[:0] }
+
+// putFrame keeps frame for reuse if it is of the pooled size.
+func putFrame(frame []byte) {
+	if cap(frame) == firstFrameBuffer {
+		frame = frame[:0]
+		frames.Put(&frame)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Protocol is the version of this protocol. Peers exchange it in Hello,
@@ -312,6 +313,11 @@ func Decode(frame []byte) (Message, []byte, error) {
 	if len(payload) > 0 && !HasPayload(t) {
 		return nil, nil, fmt.Errorf("decode %s: unexpected %d-byte payload: %w", t, len(payload), ErrMalformed)
 	}
+	if t == TypeHeartbeat {
+		if hb, ok := decodeHeartbeat(header); ok {
+			return hb, nil, nil
+		}
+	}
 	if countObjects(header) > MaxObjects {
 		return nil, nil, fmt.Errorf("decode %s: more than %d JSON objects: %w", t, MaxObjects, ErrTooLarge)
 	}
@@ -343,4 +349,57 @@ func countObjects(b []byte) int {
 		}
 	}
 	return n
+}
+
+// decodeHeartbeat decodes a Heartbeat header in exactly the form Encode
+// gives it, {"appliedHash":"…","nginxUp":…,"seq":…} with the hash made of
+// letters, digits and ":-_.", and reports false for anything else, which
+// then goes through encoding/json. Heartbeats are nearly all a relay
+// reads (50,000 agents every 15 s); encoding/json cost it a seventh of
+// its CPU and most of its garbage on them. FuzzDecode checks that both
+// ways agree.
+func decodeHeartbeat(h []byte) (*Heartbeat, bool) {
+	rest, ok := bytes.CutPrefix(h, []byte(`{`))
+	if !ok {
+		return nil, false
+	}
+	hb := new(Heartbeat)
+	if r, ok := bytes.CutPrefix(rest, []byte(`"appliedHash":"`)); ok {
+		end := bytes.IndexByte(r, '"')
+		if end <= 0 {
+			return nil, false
+		}
+		for _, c := range r[:end] {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == ':' || c == '-' || c == '_' || c == '.') {
+				return nil, false
+			}
+		}
+		hb.AppliedHash = string(r[:end])
+		if rest, ok = bytes.CutPrefix(r[end+1:], []byte(`,`)); !ok {
+			return nil, false
+		}
+	}
+	switch {
+	case bytes.HasPrefix(rest, []byte(`"nginxUp":true,"seq":`)):
+		hb.NginxUp, rest = true, rest[len(`"nginxUp":true,"seq":`):]
+	case bytes.HasPrefix(rest, []byte(`"nginxUp":false,"seq":`)):
+		rest = rest[len(`"nginxUp":false,"seq":`):]
+	default:
+		return nil, false
+	}
+	digits, ok := bytes.CutSuffix(rest, []byte(`}`))
+	if !ok || len(digits) == 0 || len(digits) > 20 || (digits[0] == '0' && len(digits) > 1) {
+		return nil, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		d := uint64(c - '0')
+		if hb.Seq > (math.MaxUint64-d)/10 {
+			return nil, false // overflows: encoding/json says why
+		}
+		hb.Seq = hb.Seq*10 + d
+	}
+	return hb, true
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"runtime"
 	"strings"
@@ -264,6 +266,54 @@ func TestCompressRoundTrip(t *testing.T) {
 	}
 }
 
+// TestHeartbeatFastPath: Decode takes the heartbeats Encode writes
+// without encoding/json, and anything else a peer may send still decodes
+// (or fails) as encoding/json says.
+func TestHeartbeatFastPath(t *testing.T) {
+	for _, hb := range []Heartbeat{
+		{},
+		{AppliedHash: strings.Repeat("ab", 32), NginxUp: true, Seq: 1},
+		{AppliedHash: "sha256:x-y_z.0", Seq: math.MaxUint64},
+	} {
+		frame, err := Encode(&hb, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n := binary.Uvarint(frame[1:])
+		if got, ok := decodeHeartbeat(frame[1+n:]); !ok || *got != hb {
+			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, hb)
+		}
+		if m, _, err := Decode(frame); err != nil || *m.(*Heartbeat) != hb {
+			t.Errorf("Decode %+v: %v, %v", hb, m, err)
+		}
+	}
+	for _, tc := range []struct {
+		header string
+		want   *Heartbeat // nil: Decode fails
+	}{
+		{`{"seq":2,"nginxUp":true}`, &Heartbeat{Seq: 2, NginxUp: true}},
+		{`{"nginxUp": true,"seq":2}`, &Heartbeat{Seq: 2, NginxUp: true}},
+		{`{"appliedHash":"a\u0062","nginxUp":true,"seq":2}`, &Heartbeat{AppliedHash: "ab", Seq: 2, NginxUp: true}},
+		{`{"appliedHash":"ab","nginxUp":true,"seq":2,"new":1}`, &Heartbeat{AppliedHash: "ab", Seq: 2, NginxUp: true}},
+		{`{"appliedHash":"","nginxUp":false,"seq":3}`, &Heartbeat{Seq: 3}},
+		{`{"nginxUp":true,"seq":02}`, nil},
+		{`{"nginxUp":true,"seq":18446744073709551616}`, nil},
+		{`{"nginxUp":true,"seq":-1}`, nil},
+		{`{"nginxUp":true,"seq":1}x`, nil},
+	} {
+		if _, ok := decodeHeartbeat([]byte(tc.header)); ok {
+			t.Errorf("fast path took %s", tc.header)
+		}
+		m, _, err := Decode(rawFrame(TypeHeartbeat, tc.header, nil))
+		switch {
+		case tc.want == nil && err == nil:
+			t.Errorf("Decode %s = %+v, want an error", tc.header, m)
+		case tc.want != nil && (err != nil || *m.(*Heartbeat) != *tc.want):
+			t.Errorf("Decode %s = %v, %v; want %+v", tc.header, m, err, *tc.want)
+		}
+	}
+}
+
 func TestDecodePayload(t *testing.T) {
 	data := []byte("NXD1 a small delta")
 	z, _ := Compress(data)
@@ -321,7 +371,22 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{byte(TypeHello), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add(rawFrame(TypeSnapshot, `{"agents":[{"lastResult":{"line":"x"}}]}`, nil))
+	f.Add(rawFrame(TypeHeartbeat, `{"nginxUp":false,"seq":0}`, nil))
+	f.Add(rawFrame(TypeHeartbeat, `{"appliedHash":"sha256:ab","nginxUp":true,"seq":18446744073709551615}`, nil))
 	f.Fuzz(func(t *testing.T, frame []byte) {
+		// The heartbeat fast path accepts only what encoding/json decodes
+		// to the same value.
+		if len(frame) > 1 && Type(frame[0]) == TypeHeartbeat {
+			if hlen, n := binary.Uvarint(frame[1:]); n > 0 && hlen <= uint64(len(frame)-1-n) {
+				header := frame[1+n : 1+n+int(hlen)]
+				if fast, ok := decodeHeartbeat(header); ok {
+					var slow Heartbeat
+					if err := json.Unmarshal(header, &slow); err != nil || slow != *fast {
+						t.Fatalf("fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
+					}
+				}
+			}
+		}
 		m, payload, err := Decode(frame)
 		if err != nil {
 			if m != nil || payload != nil {
