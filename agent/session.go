@@ -96,6 +96,14 @@ type Session struct {
 	conn *wire.Conn
 	// pending is the last Result not yet written to a relay.
 	pending *wire.Result
+
+	// sendMu orders heartbeats and results: a heartbeat reads the live
+	// hash and is written while holding it, and so is a result. Without
+	// it a heartbeat could read the old hash, lose the race to the result
+	// of the apply that replaced it, and tell the relay and the hub, after
+	// the result, that the old bundle is live; the next change would then
+	// be a delta from a bundle the agent no longer has.
+	sendMu sync.Mutex
 }
 
 // Report turns an apply outcome into a Result and sends it (or keeps it
@@ -125,7 +133,10 @@ func (s *Session) sendPending() {
 	if conn == nil || r == nil {
 		return
 	}
-	if err := conn.Write(r, nil); err != nil {
+	s.sendMu.Lock()
+	err := conn.Write(r, nil)
+	s.sendMu.Unlock()
+	if err != nil {
 		return
 	}
 	s.mu.Lock()
@@ -426,12 +437,15 @@ func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.
 		case <-s.Clock.After(interval):
 		}
 		seq++
+		s.sendMu.Lock()
 		live, _ := s.Applier.Live()
 		hb := &wire.Heartbeat{AppliedHash: live, Seq: seq}
 		if s.NginxUp != nil {
 			hb.NginxUp = s.NginxUp()
 		}
-		if err := conn.Write(hb, nil); err != nil {
+		err := conn.Write(hb, nil)
+		s.sendMu.Unlock()
+		if err != nil {
 			conn.CloseNow()
 			return
 		}
