@@ -289,9 +289,10 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	// handshake timeout.
 	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.AcceptTimeout)
 	defer conn.CloseNow()
-	hello := &wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle"}
+	hello := &wire.Hello{Protocol: wire.Protocol, AgentVersion: s.Version, AppliedHash: live, State: "idle",
+		Capabilities: []string{wire.CapHeartbeatPong}}
 	if s.Kept != nil {
-		hello.Capabilities = []string{wire.CapBundleDelta}
+		hello.Capabilities = append(hello.Capabilities, wire.CapBundleDelta)
 	}
 	if err := conn.Write(hello, nil); err != nil {
 		return false, err
@@ -335,7 +336,10 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() { s.heartbeat(sctx, conn, interval) })
+	// A relay that answers heartbeats with pongs needs no pings to prove
+	// it alive.
+	ping := !slices.Contains(welcome.Capabilities, wire.CapHeartbeatPong)
+	wg.Go(func() { s.heartbeat(sctx, conn, interval, ping) })
 
 	for {
 		m, payload, err := conn.Read(sctx)
@@ -427,8 +431,9 @@ func (s *Session) applyDelta(m *wire.BundleDelta, payload []byte) (*nginx.Bundle
 	return nginx.ApplyDelta(base, data, m.Hash, s.Limits)
 }
 
-// heartbeat sends a Heartbeat and a ping every interval.
-func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.Duration) {
+// heartbeat sends a Heartbeat every interval, and a ping after it when
+// ping is set; the relay's pongs keep the session's read deadline.
+func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.Duration, ping bool) {
 	var seq uint64
 	for {
 		select {
@@ -448,6 +453,9 @@ func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.
 		if err != nil {
 			conn.CloseNow()
 			return
+		}
+		if !ping {
+			continue
 		}
 		if err := conn.Ping(); err != nil {
 			conn.CloseNow()

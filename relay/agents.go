@@ -21,9 +21,10 @@ import (
 // starts an on-demand writer goroutine that drains the queue and exits when
 // it is empty. 50k idle agents therefore cost 50k goroutines, not 100k, and
 // a burst of fan-out costs one short-lived writer per agent that has
-// something to write. The relay does not ping agents: agents ping and send
-// heartbeats, and a session silent for 3 heartbeat intervals is dropped by
-// the read deadline.
+// something to write. The relay does not ping agents: agents send
+// heartbeats, which it answers with a pong (wire.CapHeartbeatPong; older
+// agents ping instead), and a session silent for 3 heartbeat intervals is
+// dropped by the read deadline.
 
 // outFrame is one queued frame: either a prepared bundle or a message.
 type outFrame struct {
@@ -53,6 +54,9 @@ type agentConn struct {
 	// whole is the hash the agent asked for whole (NeedBundle) after a
 	// delta toward it failed; it gets no delta toward it again.
 	whole string
+	// pongs is whether the agent listed wire.CapHeartbeatPong: it sends no
+	// pings, and each heartbeat is answered with a pong.
+	pongs bool
 	// queue holds frames not yet written; at most cfg.SendQueue. When it
 	// is full the agent is a slow consumer and is disconnected (4005):
 	// it must never stall fan-out to others.
@@ -145,6 +149,7 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 	a := &agentConn{
 		s: s, id: id.ID, workspace: id.Workspace, conn: conn, connectedAt: s.cfg.Clock.Now(),
 		applied: hello.AppliedHash, deltas: slices.Contains(hello.Capabilities, wire.CapBundleDelta),
+		pongs: slices.Contains(hello.Capabilities, wire.CapHeartbeatPong),
 	}
 	old, refused := s.register(a)
 	if refused != "" {
@@ -162,7 +167,7 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 		Protocol:            wire.Protocol,
 		HeartbeatIntervalMs: interval.Milliseconds(),
 		DesiredHash:         s.desired[a.id],
-		Capabilities:        capabilities,
+		Capabilities:        agentCapabilities,
 	}})
 	s.syncAgentLocked(a)
 	s.mu.Unlock()
@@ -196,6 +201,13 @@ func (s *Server) readAgent(a *agentConn) {
 	switch m := m.(type) {
 	case *wire.Heartbeat:
 		s.onHeartbeat(a, m)
+		// From this goroutine, which ends after starting the next read:
+		// the write's deep stack is not kept by a parked session.
+		if a.pongs && a.conn.Pong() != nil {
+			a.conn.CloseNow()
+			s.unregister(a)
+			return
+		}
 	case *wire.Result:
 		s.onResult(a, m)
 	case *wire.NeedBundle:

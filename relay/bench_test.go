@@ -10,45 +10,56 @@ import (
 )
 
 // BenchmarkHeartbeat measures what an idle fleet costs a relay: one
-// agent's heartbeat and ping, answered with a pong, over mTLS on loopback.
-// The agent side is a bare WebSocket, so allocations are mostly the
-// relay's (see -memprofile).
+// agent's heartbeat over mTLS on loopback, answered with a pong, either
+// unasked (heartbeat-pong, what agents do) or to the ping the agent sends
+// after it (agents without the capability). The agent side is a bare
+// WebSocket, so allocations are mostly the relay's (see -memprofile).
 func BenchmarkHeartbeat(b *testing.B) {
 	c := openCA(b, 21)
 	r, _ := startRelay(b, c, b.TempDir(), nil, nil)
-	tlsCfg, _ := agentTLS(b, c)
-	ws, _, err := wire.NewDialer(tlsCfg).Dial(r.url, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ws.Close()
-	pong := make(chan struct{}, 1)
-	ws.SetPongHandler(func(string) error { pong <- struct{}{}; return nil })
-	go func() {
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
+	for _, mode := range []struct {
+		name string
+		caps []string
+	}{{"heartbeat-pong", []string{wire.CapHeartbeatPong}}, {"ping", nil}} {
+		b.Run(mode.name, func(b *testing.B) {
+			tlsCfg, _ := agentTLS(b, c)
+			ws, _, err := wire.NewDialer(tlsCfg).Dial(r.url, nil)
+			if err != nil {
+				b.Fatal(err)
 			}
-		}
-	}()
-	send := func(m wire.Message) {
-		frame, err := wire.Encode(m, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
-			b.Fatal(err)
-		}
-	}
-	send(&wire.Hello{Protocol: wire.Protocol, AppliedHash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})
-	hb := &wire.Heartbeat{AppliedHash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", NginxUp: true}
-	b.ReportAllocs()
-	for b.Loop() {
-		hb.Seq++
-		send(hb)
-		if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
-			b.Fatal(err)
-		}
-		<-pong
+			defer ws.Close()
+			pong := make(chan struct{}, 1)
+			ws.SetPongHandler(func(string) error { pong <- struct{}{}; return nil })
+			go func() {
+				for {
+					if _, _, err := ws.ReadMessage(); err != nil {
+						return
+					}
+				}
+			}()
+			send := func(m wire.Message) {
+				frame, err := wire.Encode(m, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+			hash := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+			send(&wire.Hello{Protocol: wire.Protocol, AppliedHash: hash, Capabilities: mode.caps})
+			hb := &wire.Heartbeat{AppliedHash: hash, NginxUp: true}
+			b.ReportAllocs()
+			for b.Loop() {
+				hb.Seq++
+				send(hb)
+				if mode.caps == nil {
+					if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				<-pong
+			}
+		})
 	}
 }

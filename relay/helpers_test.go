@@ -470,6 +470,8 @@ type memAgent struct {
 	// deltas counts the BundleDeltas the session applied (only agents
 	// started with startDeltaAgent take them).
 	deltas atomic.Int64
+	// connects counts the sessions established.
+	connects atomic.Int64
 }
 
 func startMemAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
@@ -498,6 +500,7 @@ func startAgent(t testing.TB, tlsCfg *tls.Config, id string, deltas bool, relays
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	loop := agent.NewLoop(a.applier.apply, nil, sess.Report)
 	sess.Loop = loop
+	sess.OnConnect = func() { a.connects.Add(1) }
 	if deltas {
 		loop.KeepApplied()
 		sess.Kept = loop

@@ -381,6 +381,9 @@ func (s *Server) goTrackedLocked(f func()) bool {
 	return true
 }
 
-// capabilities are the optional features this relay lists in Welcome and
+// Optional features this relay lists: to agents in Welcome, to hubs in
 // RelayHello.
-var capabilities = []string{wire.CapBundleDelta}
+var (
+	agentCapabilities = []string{wire.CapBundleDelta, wire.CapHeartbeatPong}
+	hubCapabilities   = []string{wire.CapBundleDelta}
+)

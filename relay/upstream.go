@@ -138,7 +138,7 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 // batches. established is true once the Snapshot was written.
 func (s *Server) upstreamSession(ctx context.Context, conn *wire.Conn) (established bool, err error) {
 	defer conn.CloseNow()
-	if err := conn.Write(&wire.RelayHello{Protocol: wire.Protocol, RelayVersion: s.cfg.Version, Capabilities: capabilities}, nil); err != nil {
+	if err := conn.Write(&wire.RelayHello{Protocol: wire.Protocol, RelayVersion: s.cfg.Version, Capabilities: hubCapabilities}, nil); err != nil {
 		return false, err
 	}
 	s.mu.Lock()

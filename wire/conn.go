@@ -429,6 +429,13 @@ func (c *Conn) Ping() error {
 	return c.writeControl(websocket.PingMessage, nil)
 }
 
+// Pong sends an unsolicited pong (RFC 6455 allows one as a one-way
+// heartbeat); it extends the peer's read deadline like an answer to its
+// ping. Safe from any goroutine; it waits for a data write in progress.
+func (c *Conn) Pong() error {
+	return c.writeControl(websocket.PongMessage, nil)
+}
+
 // Close sends a close frame with code and reason (truncated to fit) and
 // closes the connection once the reading goroutine sees the peer's answer,
 // or after CloseWait at the latest. Safe from any goroutine; a Read in

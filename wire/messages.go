@@ -37,6 +37,11 @@ const (
 	// relay, BundleDelta from relay to agent, NeedBundle back) and a
 	// receiver applies them to a bundle it already has.
 	CapBundleDelta = "bundle-delta"
+	// CapHeartbeatPong: the relay answers every Heartbeat with a pong,
+	// and the agent sends no pings of its own. The pong then proves that
+	// the relay read and handled the heartbeat, and an idle session costs
+	// the relay one frame in and one out per interval instead of two in.
+	CapHeartbeatPong = "heartbeat-pong"
 )
 
 // MaxOutput is the largest Result.Output a sender may put on the wire, in
