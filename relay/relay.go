@@ -244,11 +244,6 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Bursty counts the events that come in bursts and make garbage fast:
-// connections accepted and bundles sent. `relay run` raises GOGC while
-// they pile up.
-func (st Stats) Bursty() int64 { return st.Accepted + st.BundlesSent + st.DeltasSent }
-
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()

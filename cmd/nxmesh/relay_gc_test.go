@@ -10,18 +10,19 @@ import (
 
 // TestGCTunerBurst: a burst of accepts raises GOGC once, it stays raised
 // while accepts keep coming, and a quiet second brings it back to the idle
-// percent and releases memory, exactly once.
+// percent and releases memory, exactly once. A burst of bundles sent (a
+// push) raises and lowers GOGC the same way but releases nothing.
 func TestGCTunerBurst(t *testing.T) {
 	var (
-		mu       sync.Mutex
-		accepted int64
-		now      = time.Unix(0, 0)
-		sets     []int
-		released int
+		mu             sync.Mutex
+		accepted, sent int64
+		now            = time.Unix(0, 0)
+		sets           []int
+		released       int
 	)
 	tick := make(chan time.Time)
 	tn := &gcTuner{
-		events:  func() int64 { mu.Lock(); defer mu.Unlock(); return accepted },
+		counts:  func() (int64, int64) { mu.Lock(); defer mu.Unlock(); return accepted, sent },
 		setGC:   func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
 		release: func() { mu.Lock(); defer mu.Unlock(); released++ },
 		now:     func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
@@ -29,37 +30,52 @@ func TestGCTunerBurst(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { tn.run(ctx, tick); close(done) }()
-	// step adds accepts and moves the clock, then waits for the tuner to
-	// take the tick (an unbuffered send returns once it is received; the
-	// second send returns once the first was handled).
-	step := func(accepts int64) {
+	// step adds accepts and sends and moves the clock, then waits for the
+	// tuner to take the tick (an unbuffered send returns once it is
+	// received; the second send returns once the first was handled).
+	step := func(accepts, sends int64) {
 		mu.Lock()
 		accepted += accepts
+		sent += sends
 		now = now.Add(gcTick)
 		mu.Unlock()
 		tick <- now
 	}
-	settle := func() { tick <- now } // no accepts, same time: a no-op tick
+	settle := func() { tick <- now } // nothing new, same time: a no-op tick
 	state := func() ([]int, int) { mu.Lock(); defer mu.Unlock(); return slices.Clone(sets), released }
+	quiet := func() {
+		for range int(gcQuiet/gcTick) + 2 {
+			step(0, 0)
+		}
+		settle()
+	}
+	idle, burst := relayGCPercent, relayBurstGCPercent
 
-	step(gcBurstEvents - 1) // a few reconnects: no burst
+	step(gcBurstEvents-1, 0) // a few reconnects: no burst
 	settle()
-	if s, r := state(); !slices.Equal(s, []int{relayGCPercent}) || r != 0 {
+	if s, r := state(); !slices.Equal(s, []int{idle}) || r != 0 {
 		t.Fatalf("after a few accepts: GOGC set %v, released %d", s, r)
 	}
 	for range 8 { // two seconds of steady arrivals
-		step(gcBurstEvents)
+		step(gcBurstEvents, 0)
 	}
 	settle()
-	if s, _ := state(); !slices.Equal(s, []int{relayGCPercent, relayBurstGCPercent}) {
-		t.Fatalf("during a burst: GOGC set %v", s)
+	if s, _ := state(); !slices.Equal(s, []int{idle, burst}) {
+		t.Fatalf("during a burst of accepts: GOGC set %v", s)
 	}
-	for range int(gcQuiet/gcTick) + 2 {
-		step(0)
+	quiet()
+	if s, r := state(); !slices.Equal(s, []int{idle, burst, idle}) || r != 1 {
+		t.Fatalf("after the burst of accepts: GOGC set %v, released %d; want back to %d and one release", s, r, idle)
 	}
+
+	step(0, 5000) // a push: bundles to 5,000 agents at once
 	settle()
-	if s, r := state(); !slices.Equal(s, []int{relayGCPercent, relayBurstGCPercent, relayGCPercent}) || r != 1 {
-		t.Fatalf("after the burst: GOGC set %v, released %d", s, r)
+	if s, _ := state(); !slices.Equal(s, []int{idle, burst, idle, burst}) {
+		t.Fatalf("during a push: GOGC set %v", s)
+	}
+	quiet()
+	if s, r := state(); !slices.Equal(s, []int{idle, burst, idle, burst, idle}) || r != 1 {
+		t.Fatalf("after the push: GOGC set %v, released %d; want back to %d and no new release", s, r, idle)
 	}
 	cancel()
 	<-done

@@ -80,7 +80,10 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
 	if tuneGC {
 		eg.Go(func() error {
-			runRelayGC(ctx, func() int64 { return s.Stats().Bursty() })
+			runRelayGC(ctx, func() (int64, int64) {
+				st := s.Stats()
+				return st.Accepted, st.BundlesSent + st.DeltasSent
+			})
 			return nil
 		})
 	}
