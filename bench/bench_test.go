@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,9 +146,17 @@ func runPush(t *testing.T, ctx context.Context, cfg Config, during func(e *env))
 		if p.Hash == "" || p.Revision <= 0 {
 			t.Errorf("push %d: hash %q, revision %d", p.Round, p.Hash, p.Revision)
 		}
+		// A delta to 200 agents can be acked by most of them before the
+		// API's answer reaches the bench: those count as 0 ms, and the
+		// run says so.
 		l := p.Latency
-		if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max && l.Max == p.LastAckMs) {
-			t.Errorf("push %d: latencies not positive and ordered: p50 %v p90 %v p99 %v max %v last %v", p.Round, l.P50, l.P90, l.P99, l.Max, p.LastAckMs)
+		if !(l.P50 >= 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max && l.Max == p.LastAckMs) {
+			t.Errorf("push %d: latencies negative or not ordered: p50 %v p90 %v p99 %v max %v last %v", p.Round, l.P50, l.P90, l.P99, l.Max, p.LastAckMs)
+		}
+		if early := fmt.Sprintf("push %d: ", p.Round); l.P50 == 0 && !slices.ContainsFunc(res.Notes, func(n string) bool {
+			return strings.HasPrefix(n, early) && strings.Contains(n, "before the API's answer")
+		}) {
+			t.Errorf("push %d: most acks counted as 0 ms, and no note says they came before the API's answer", p.Round)
 		}
 	}
 	checkMeasured(t, res)
