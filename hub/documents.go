@@ -38,7 +38,7 @@ func readDocuments(w http.ResponseWriter, r *http.Request) (resources []schema.R
 	if err != nil {
 		return nil, nil, fmt.Errorf("read request body: %w", err)
 	}
-	data, byDoc, err := prepareDocuments(data)
+	data, byDoc, err := PrepareDocuments(data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,15 +60,17 @@ func readDocuments(w http.ResponseWriter, r *http.Request) (resources []schema.R
 // returns can be edited and sent back.
 var readOnlyMetadata = []string{"version", "createdAt", "updatedAt"}
 
-// maxBodyDocuments bounds the documents prepareDocuments splits a body
+// maxBodyDocuments bounds the documents PrepareDocuments splits a body
 // into; schema.Decode refuses more than this anyway.
 const maxBodyDocuments = 10000
 
-// prepareDocuments turns a request body into what schema.Decode reads: a
+// PrepareDocuments turns a request body into what schema.Decode reads: a
 // top-level sequence (a JSON array of documents) becomes one document per
 // element, and the read-only metadata fields are taken out, so that the
 // strict decoder still refuses every other unknown field. versions[i] is
-// the metadata.version of document i+1, 0 where it has none.
+// the metadata.version of document i+1, 0 where it has none. The CLI runs
+// its files through it too, so that what `nxmesh get -o yaml` prints can
+// be edited and applied.
 //
 // A body that needs neither change is returned as it is, and so is one
 // that does not parse: schema.Decode then reports its problems, YAML syntax
@@ -76,7 +78,7 @@ const maxBodyDocuments = 10000
 // encoded again from the parsed nodes, which keeps every value, tag, style,
 // anchor and alias, so schema.Decode sees and refuses what it would have
 // refused in the original.
-func prepareDocuments(data []byte) (out []byte, versions []int64, err error) {
+func PrepareDocuments(data []byte) (out []byte, versions []int64, err error) {
 	docs, err := parseNodes(data)
 	if err != nil {
 		return data, nil, nil

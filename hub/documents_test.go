@@ -58,7 +58,7 @@ func TestPrepareDocuments(t *testing.T) {
 		{"array element not a mapping", `[1]`, 0, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, byDoc, err := prepareDocuments([]byte(tc.in))
+			out, byDoc, err := PrepareDocuments([]byte(tc.in))
 			if err == nil {
 				var rs []schema.Resource
 				rs, err = schema.Decode("", out)
@@ -117,7 +117,7 @@ func withVersion(t testing.TB, r schema.Resource, version int64) []byte {
 	return b
 }
 
-// FuzzPrepareDocuments checks that prepareDocuments never panics, leaves a
+// FuzzPrepareDocuments checks that PrepareDocuments never panics, leaves a
 // body that schema.Decode accepts as it is, and that the resources of any
 // accepted body, shown as the API shows them (a JSON array with versions
 // and timestamps), decode back to the same resources with their versions.
@@ -137,9 +137,9 @@ func FuzzPrepareDocuments(f *testing.F) {
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte(strings.Repeat("[", 20000)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		slow := time.AfterFunc(10*time.Second, func() { panic("prepareDocuments took more than 10s") })
+		slow := time.AfterFunc(10*time.Second, func() { panic("PrepareDocuments took more than 10s") })
 		defer slow.Stop()
-		out, versions, err := prepareDocuments(data)
+		out, versions, err := PrepareDocuments(data)
 		if err != nil {
 			var es schema.Errors
 			var ae *APIError
@@ -173,7 +173,7 @@ func FuzzPrepareDocuments(f *testing.F) {
 			arr.Write(withVersion(t, r, int64(i+1)))
 		}
 		arr.WriteByte(']')
-		out, versions, err = prepareDocuments(arr.Bytes())
+		out, versions, err = PrepareDocuments(arr.Bytes())
 		if err != nil {
 			t.Fatalf("API form of accepted resources: %v\n%s", err, arr.Bytes())
 		}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nxmesh/nxmesh/hub"
 	"github.com/nxmesh/nxmesh/schema"
 )
 
@@ -204,7 +205,7 @@ func readResources(args []string, stdin io.Reader, w io.Writer) ([]schema.Resour
 		if err != nil {
 			return nil, &exitError{code: 2, msg: err.Error()}
 		}
-		rs, err := schema.Decode(f, data)
+		rs, err := decodeFile(f, data)
 		if err != nil {
 			problems = append(problems, errorLines(err)...)
 			continue
@@ -299,4 +300,22 @@ func duplicates(set []schema.Resource) []string {
 		problems = append(problems, e.Error())
 	}
 	return problems
+}
+
+// decodeFile decodes and validates the documents of one file, as the hub
+// does: what `get -o yaml` prints carries read-only metadata (version,
+// timestamps), which the hub ignores on apply, and so do the CLI's checks.
+func decodeFile(file string, data []byte) ([]schema.Resource, error) {
+	data, _, err := hub.PrepareDocuments(data)
+	if err != nil {
+		var es schema.Errors
+		if errors.As(err, &es) {
+			for i := range es {
+				es[i].File = file
+			}
+			return nil, es
+		}
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return schema.Decode(file, data)
 }

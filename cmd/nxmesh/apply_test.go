@@ -143,6 +143,24 @@ func TestApplyEndToEnd(t *testing.T) {
 	if strings.Contains(stderr, "applied, ") {
 		t.Errorf("--no-wait waited:\n%s", stderr)
 	}
+
+	// What get prints, read-only metadata and all, applies after an edit,
+	// as a kubectl user would try it.
+	code, got, stderr := runCLI(t, "get", "upstream", "api", "-o", "yaml")
+	if code != 0 || !strings.Contains(got, "version:") || !strings.Contains(got, "createdAt:") {
+		t.Fatalf("get upstream api -o yaml: exit %d, output lacks the read-only metadata:\n%s\n%s", code, got, stderr)
+	}
+	edited := strings.Replace(got, "127.0.0.1:9001", "127.0.0.1:9002", 1)
+	code, out, stderr = runCLIInput(t, edited, "apply", "--no-wait", "-f", "-")
+	if code != 0 || !strings.Contains(out, "    +    - address: 127.0.0.1:9002\n") {
+		t.Fatalf("apply of what get printed, edited: exit %d:\n%s\n%s", code, out, stderr)
+	}
+	// The read-only fields are still checked: a version that is not a
+	// number is refused, naming the file and field.
+	bad := strings.Replace(edited, "version: ", "version: x", 1)
+	if code, _, stderr := runCLIInput(t, bad, "apply", "--no-wait", "-f", "-"); code == 0 || !strings.Contains(stderr, "<stdin>: document 1: metadata.version") {
+		t.Fatalf("apply of a bad version: exit %d:\n%s", code, stderr)
+	}
 }
 
 // TestApplyHubRefuses: a reference the hub cannot resolve is its error,

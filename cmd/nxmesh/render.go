@@ -39,7 +39,7 @@ func (in *inputFlags) load(w io.Writer) ([]schema.Resource, error) {
 		if err != nil {
 			return nil, &exitError{code: 2, msg: err.Error()}
 		}
-		rs, err := schema.Decode(f, data)
+		rs, err := decodeFile(f, data)
 		if err != nil {
 			problems = append(problems, errorLines(err)...)
 			continue
