@@ -44,16 +44,37 @@ const (
 // names, references) are ValidateSet's job.
 func Decode(file string, data []byte) ([]Resource, error) {
 	l := &errorList{file: file}
+	docs, ok := parseFile(l, data)
+	if !ok {
+		return nil, l.err()
+	}
+	out := decodeDocs(l, file, docs)
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// parseFile splits data into document root nodes, reporting a file over
+// MaxFileSize or a YAML syntax error to l.
+func parseFile(l *errorList, data []byte) ([]*yaml.Node, bool) {
 	if len(data) > MaxFileSize {
 		l.add("", "file is %d bytes; at most %d are accepted", len(data), MaxFileSize)
-		return nil, l.err()
+		return nil, false
 	}
 	docs, err := parseYAML(data)
 	if err != nil {
 		l.doc = len(docs) + 1
 		l.add("", "%s", err.Error())
-		return nil, l.err()
+		return nil, false
 	}
+	return docs, true
+}
+
+// decodeDocs decodes and validates each document (document i+1 is
+// docs[i]), reporting every problem to l; it returns the resources of the
+// documents without problems.
+func decodeDocs(l *errorList, file string, docs []*yaml.Node) []Resource {
 	var out []Resource
 	for i, n := range docs {
 		l.doc = i + 1
@@ -81,10 +102,7 @@ func Decode(file string, data []byte) ([]Resource, error) {
 			out = append(out, r)
 		}
 	}
-	if err := l.err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out
 }
 
 // under reports whether field is one of paths or lies below one of them.

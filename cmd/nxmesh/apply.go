@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nxmesh/nxmesh/hub"
 	"github.com/nxmesh/nxmesh/schema"
 )
 
@@ -302,20 +301,10 @@ func duplicates(set []schema.Resource) []string {
 	return problems
 }
 
-// decodeFile decodes and validates the documents of one file, as the hub
+// decodeFile decodes and validates the documents of one file as the hub
 // does: what `get -o yaml` prints carries read-only metadata (version,
 // timestamps), which the hub ignores on apply, and so do the CLI's checks.
 func decodeFile(file string, data []byte) ([]schema.Resource, error) {
-	data, _, err := hub.PrepareDocuments(data)
-	if err != nil {
-		var es schema.Errors
-		if errors.As(err, &es) {
-			for i := range es {
-				es[i].File = file
-			}
-			return nil, es
-		}
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return schema.Decode(file, data)
+	rs, _, err := schema.DecodeDocuments(file, data)
+	return rs, err
 }
