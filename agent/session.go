@@ -370,11 +370,7 @@ func (s *Session) onBundle(m *wire.Bundle, payload []byte) {
 		fail(fmt.Errorf("unknown bundle encoding %q", m.Encoding))
 		return
 	}
-	limit := s.MaxBundleSize
-	if m.Size >= 0 && m.Size < int64(limit) {
-		limit = int(m.Size)
-	}
-	data, err := wire.Decompress(payload, limit)
+	data, err := wire.Decompress(payload, s.sizeLimit(m.Size))
 	if err != nil {
 		fail(err)
 		return
@@ -420,15 +416,20 @@ func (s *Session) applyDelta(m *wire.BundleDelta, payload []byte) (*nginx.Bundle
 	if base == nil {
 		return nil, fmt.Errorf("base bundle %s not kept", short(m.Base))
 	}
-	limit := s.MaxBundleSize
-	if m.Size >= 0 && m.Size < int64(limit) {
-		limit = int(m.Size)
-	}
-	data, err := wire.DecodePayload(m.Encoding, payload, limit)
+	data, err := wire.DecodePayload(m.Encoding, payload, s.sizeLimit(m.Size))
 	if err != nil {
 		return nil, err
 	}
 	return nginx.ApplyDelta(base, data, m.Hash, s.Limits)
+}
+
+// sizeLimit is what a payload that says it decodes to size bytes may
+// decode to: size, capped by MaxBundleSize.
+func (s *Session) sizeLimit(size int64) int {
+	if size >= 0 && size < int64(s.MaxBundleSize) {
+		return int(size)
+	}
+	return s.MaxBundleSize
 }
 
 // heartbeat sends a Heartbeat every interval, and a ping after it when

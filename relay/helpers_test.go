@@ -324,17 +324,12 @@ func (h *testHub) setDesired(hash string, agents ...string) {
 		h.desired[a] = hash
 		d.Items = append(d.Items, wire.DesiredBundle{Agent: a, Hash: hash})
 	}
-	conns := make([]*wire.Conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
 	h.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Write(&d, nil)
-	}
+	h.send(&d, nil)
 }
 
-func (h *testHub) send(m wire.Message) {
+// send writes m with payload to every connected relay.
+func (h *testHub) send(m wire.Message, payload []byte) {
 	h.mu.Lock()
 	conns := make([]*wire.Conn, 0, len(h.conns))
 	for c := range h.conns {
@@ -342,7 +337,7 @@ func (h *testHub) send(m wire.Message) {
 	}
 	h.mu.Unlock()
 	for _, c := range conns {
-		_ = c.Write(m, nil)
+		_ = c.Write(m, payload)
 	}
 }
 
@@ -545,13 +540,5 @@ func testBundle(t testing.TB, name string, size int) *nginx.Bundle {
 // hub does before the assignments that use it.
 func (h *testHub) sendDelta(base, b *nginx.Bundle) {
 	data := nginx.Diff(base, b)
-	h.mu.Lock()
-	conns := make([]*wire.Conn, 0, len(h.conns))
-	for c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Write(&wire.DeltaData{Hash: b.Hash, Base: base.Hash, Encoding: wire.EncodingIdentity, Size: int64(len(data))}, data)
-	}
+	h.send(&wire.DeltaData{Hash: b.Hash, Base: base.Hash, Encoding: wire.EncodingIdentity, Size: int64(len(data))}, data)
 }

@@ -418,7 +418,7 @@ func TestRevokeCutsSession(t *testing.T) {
 	}
 	sendFrame(t, ws, &wire.Hello{Protocol: wire.Protocol})
 	eventually(t, 10*time.Second, "agent + upstream", func() bool { return r.Stats().AgentsConnected == 1 && hub.connected() })
-	hub.send(&wire.Revoke{Agents: []string{id}, Reason: "agent deleted"})
+	hub.send(&wire.Revoke{Agents: []string{id}, Reason: "agent deleted"}, nil)
 	if code, reason := closeCode(t, ws); code != wire.CloseRevoked || reason != "agent deleted" {
 		t.Fatalf("closed with %d %q, want %d", code, reason, wire.CloseRevoked)
 	}

@@ -469,14 +469,13 @@ func (c *Conn) CloseNow() {
 // frames pools the buffers small frames are read into: Read returns a
 // frame without payload to it once decoded (decoding copies what it
 // keeps), so an idle session's heartbeats make no garbage there.
-var frames = sync.Pool{New: func() any { b := make([]byte, 0, firstFrameBuffer); return &b }}
+var frames = sync.Pool{New: func() any { return new([firstFrameBuffer]byte) }}
 
-func getFrame() []byte { return (*frames.Get().(*[]byte))[:0] }
+func getFrame() []byte { return frames.Get().(*[firstFrameBuffer]byte)[:0] }
 
 // putFrame keeps frame for reuse if it is of the pooled size.
 func putFrame(frame []byte) {
 	if cap(frame) == firstFrameBuffer {
-		frame = frame[:0]
-		frames.Put(&frame)
+		frames.Put((*[firstFrameBuffer]byte)(frame[:firstFrameBuffer]))
 	}
 }

@@ -63,7 +63,7 @@ func (c *deltas) get(base string, to *bundle) *delta {
 
 func (c *deltas) compute(base string, to *bundle) *delta {
 	from := c.revs.lookup(base)
-	if from == nil || from.files == nil || to.files == nil {
+	if from == nil {
 		return nil
 	}
 	data := nginx.Diff(from.files, to.files)
