@@ -22,9 +22,17 @@ import (
 // it is empty. 50k idle agents therefore cost 50k goroutines, not 100k, and
 // a burst of fan-out costs one short-lived writer per agent that has
 // something to write. The relay does not ping agents: agents send
-// heartbeats, which it answers with a pong (wire.CapHeartbeatPong; older
-// agents ping instead), and a session silent for 3 heartbeat intervals is
-// dropped by the read deadline.
+// heartbeats, which it answers with a pong at least every other heartbeat
+// (wire.CapHeartbeatPong, pongEvery; older agents ping instead), and a
+// session silent for 3 heartbeat intervals is dropped by the read deadline.
+
+// pongEvery is the gap, in heartbeat intervals, below which a heartbeat is
+// not answered with a pong. Agents drop a session silent for 3 intervals;
+// with heartbeats every interval a pong goes out every second heartbeat,
+// 2 intervals apart, and a heartbeat late by up to half an interval still
+// gets one. Half the pongs are half the write system calls of an idle
+// fleet, the largest part of its cost to a relay (docs/bench.md).
+const pongEvery = 1.5
 
 // outFrame is one queued frame: either a prepared bundle or a message.
 type outFrame struct {
@@ -55,8 +63,11 @@ type agentConn struct {
 	// delta toward it failed; it gets no delta toward it again.
 	whole string
 	// pongs is whether the agent listed wire.CapHeartbeatPong: it sends no
-	// pings, and each heartbeat is answered with a pong.
+	// pings, and its heartbeats are answered with pongs (pongEvery).
 	pongs bool
+	// pongedAt is when the session last wrote a pong (at first, when it
+	// started). Only the goroutine reading the session touches it.
+	pongedAt time.Time
 	// queue holds frames not yet written; at most cfg.SendQueue. When it
 	// is full the agent is a slow consumer and is disconnected (4005):
 	// it must never stall fan-out to others.
@@ -151,6 +162,7 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 		applied: hello.AppliedHash, deltas: slices.Contains(hello.Capabilities, wire.CapBundleDelta),
 		pongs: slices.Contains(hello.Capabilities, wire.CapHeartbeatPong),
 	}
+	a.pongedAt = a.connectedAt
 	old, refused := s.register(a)
 	if refused != "" {
 		log.Info("refusing revoked agent")
@@ -174,53 +186,78 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 	return a
 }
 
-// readAgent reads one message of a's session and handles it, then hands
-// the session to a new goroutine for the next one; it unregisters the
+// readAgent reads a's messages and handles them until one needs a fresh
+// goroutine (below), which it starts for the next read; it unregisters the
 // session when it ends.
 //
-// Why a goroutine per message: an idle session is one goroutine parked in
-// a read, and its stack is most of the session's memory. Go grows a stack
+// Why a fresh goroutine: an idle session is one goroutine parked in a
+// read, and its stack is most of the session's memory. Go grows a stack
 // to the deepest point its goroutine ever reached and shrinks it only when
 // under a quarter of it is in use. The parked read (gorilla, then
 // crypto/tls) fits in 4 KiB; decoding a message with encoding/json does
 // not, and would leave every agent that ever sent a result with an 8 KiB
-// stack. A fresh goroutine per message starts small and parks small; the
-// cost is one goroutine start per heartbeat, a microsecond.
+// stack. So after any message but a heartbeat the next read starts on a
+// fresh goroutine, small again. Heartbeats, the steady traffic of an idle
+// fleet, are decoded without encoding/json and answered with a pong
+// within the stack the read needs (50,000-agent profiles show no stack
+// growth on that path), so they are handled here and the same goroutine
+// reads on: starting a goroutine per heartbeat cost the relay a tenth of
+// its CPU in the scheduler, waking a second thread for each one.
 func (s *Server) readAgent(a *agentConn) {
-	// Not s.sessions: watching a context costs every parked session a
-	// few hundred bytes, and stop closes registered sessions itself.
-	m, _, err := a.conn.Read(context.Background())
-	if err != nil {
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) && !errors.Is(err, context.Canceled) {
-			s.log.Debug("agent session ended", "agent", a.id, "err", err)
-		}
-		s.unregister(a)
-		return
-	}
-	switch m := m.(type) {
-	case *wire.Heartbeat:
-		s.onHeartbeat(a, m)
-		// From this goroutine, which ends after starting the next read:
-		// the write's deep stack is not kept by a parked session.
-		if a.pongs && a.conn.Pong() != nil {
-			a.conn.CloseNow()
+	for {
+		// Not s.sessions: watching a context costs every parked session a
+		// few hundred bytes, and stop closes registered sessions itself.
+		m, _, err := a.conn.Read(context.Background())
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) && !errors.Is(err, context.Canceled) {
+				s.log.Debug("agent session ended", "agent", a.id, "err", err)
+			}
 			s.unregister(a)
 			return
 		}
-	case *wire.Result:
-		s.onResult(a, m)
-	case *wire.NeedBundle:
-		s.onNeedBundle(a, m)
-	default:
-		// A known type in the wrong direction is a protocol violation
-		// of this session only.
-		s.log.Info("unexpected message from agent", "agent", a.id, "type", m.Type())
-		a.conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
-		s.unregister(a)
+		switch m := m.(type) {
+		case *wire.Heartbeat:
+			if !s.onHeartbeat(a, m) {
+				a.conn.CloseNow()
+				s.unregister(a)
+				return
+			}
+			if s.pongDue(a) && a.conn.Pong() != nil {
+				a.conn.CloseNow()
+				s.unregister(a)
+				return
+			}
+			continue
+		case *wire.Result:
+			s.onResult(a, m)
+		case *wire.NeedBundle:
+			s.onNeedBundle(a, m)
+		default:
+			// A known type in the wrong direction is a protocol violation
+			// of this session only.
+			s.log.Info("unexpected message from agent", "agent", a.id, "type", m.Type())
+			a.conn.CloseAndWait(wire.CloseMalformed, "unexpected "+m.Type().String())
+			s.unregister(a)
+			return
+		}
+		s.readNext(a)
 		return
 	}
-	s.readNext(a)
+}
+
+// pongDue reports whether a heartbeat of a is to be answered with a pong
+// now, and if so takes the time as the last pong's.
+func (s *Server) pongDue(a *agentConn) bool {
+	if !a.pongs {
+		return false
+	}
+	now := s.cfg.Clock.Now()
+	if now.Sub(a.pongedAt) < time.Duration(pongEvery*float64(s.cfg.HeartbeatInterval)) {
+		return false
+	}
+	a.pongedAt = now
+	return true
 }
 
 // readNext starts the goroutine that reads a's next message, or ends the
@@ -287,15 +324,21 @@ func (s *Server) sessionLocked(a *agentConn) wire.AgentSession {
 	}
 }
 
-func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) {
+// onHeartbeat records hb for the hub. It returns false when the relay is
+// stopping: the session ends rather than read on.
+func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
 	a.applied = s.internLocked(hb.AppliedHash)
 	// Heartbeats are coalesced: the latest per agent wins.
 	s.up.heartbeats[a.id] = wire.AgentHeartbeat{Agent: a.id, AppliedHash: hb.AppliedHash, NginxUp: hb.NginxUp, At: s.cfg.Clock.Now().UnixMilli()}
 	if len(s.up.heartbeats) >= flushBatch {
 		s.kickLocked()
 	}
+	return true
 }
 
 func (s *Server) onResult(a *agentConn, res *wire.Result) {

@@ -1,6 +1,8 @@
 package relay_test
 
 import (
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,50 +12,96 @@ import (
 	"github.com/nxmesh/nxmesh/wire"
 )
 
-// TestHeartbeatPong: an agent that lists heartbeat-pong gets a pong for
-// every heartbeat without pinging; one that does not gets pongs only for
-// its pings.
+// stepClock is a relay clock whose Now the test sets; After is real time.
+type stepClock struct{ now atomic.Int64 }
+
+func (c *stepClock) Now() time.Time                         { return time.Unix(0, c.now.Load()) }
+func (c *stepClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (c *stepClock) set(t time.Duration)                    { c.now.Store(int64(t)) }
+
+// TestHeartbeatPong: an agent that lists heartbeat-pong sends no pings and
+// gets a pong for a heartbeat when the last one is 1.5 intervals old or
+// more (every other heartbeat at the agent's pace, and any late one); an
+// agent that does not list it gets pongs only for its pings.
+//
+// After each heartbeat the agent pings with a numbered payload: the relay
+// handles the heartbeat, and writes any pong for it, before it reads the
+// ping, so the pongs that arrive before the ping's echo are exactly those
+// the heartbeat earned.
 func TestHeartbeatPong(t *testing.T) {
 	c := openCA(t, 13)
-	r, _ := startRelay(t, c, t.TempDir(), nil, nil)
+	const interval = time.Second
+	clk := &stepClock{}
+	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) {
+		cfg.HeartbeatInterval = interval
+		cfg.Clock = clk
+	})
 	for _, tc := range []struct {
 		name string
 		caps []string
-	}{{"heartbeat-pong", []string{wire.CapHeartbeatPong}}, {"pings", nil}} {
+		// heartbeat times, in intervals after the session started, and
+		// whether each earns a pong
+		at    []float64
+		pongs []bool
+	}{
+		{"heartbeat-pong", []string{wire.CapHeartbeatPong},
+			[]float64{1, 2, 3, 4, 5.4, 6, 6.4, 10},
+			[]bool{false, true, false, true, false, true, false, true}},
+		{"pings", nil,
+			[]float64{1, 2, 3, 10},
+			[]bool{false, false, false, false}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
+			clk.set(0)
 			tlsCfg, _ := agentTLS(t, c)
 			ws, err := rawAgent(t, tlsCfg, r.url)
 			if err != nil {
 				t.Fatal(err)
 			}
-			pongs := make(chan struct{}, 8)
-			ws.SetPongHandler(func(string) error { pongs <- struct{}{}; return nil })
+			pongs := make(chan string, 8)
+			ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
+			welcome := make(chan struct{})
 			go func() {
-				for {
+				for first := true; ; first = false {
 					if _, _, err := ws.ReadMessage(); err != nil {
 						return
+					}
+					if first {
+						close(welcome)
 					}
 				}
 			}()
 			sendFrame(t, ws, &wire.Hello{Protocol: wire.Protocol, Capabilities: tc.caps})
-			sendFrame(t, ws, &wire.Heartbeat{NginxUp: true, Seq: 1})
+			// The session's clock starts when the relay takes the Hello,
+			// before it sends the Welcome: only then may time move.
 			select {
-			case <-pongs:
-				if tc.caps == nil {
-					t.Fatal("a heartbeat was answered with a pong to an agent that pings")
-				}
-			case <-time.After(500 * time.Millisecond):
-				if tc.caps != nil {
-					t.Fatal("no pong for a heartbeat within 500 ms")
-				}
-			}
-			if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-pongs:
+			case <-welcome:
 			case <-time.After(5 * time.Second):
-				t.Fatal("no pong for a ping")
+				t.Fatal("no welcome")
+			}
+			for i, at := range tc.at {
+				clk.set(time.Duration(at * float64(interval)))
+				sendFrame(t, ws, &wire.Heartbeat{NginxUp: true, Seq: uint64(i + 1)})
+				mark := fmt.Sprint(i + 1)
+				if err := ws.WriteControl(websocket.PingMessage, []byte(mark), time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				got := 0
+				for done := false; !done; {
+					select {
+					case data := <-pongs:
+						if data == mark {
+							done = true
+						} else {
+							got++
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("heartbeat %d: no pong for the ping after it", i+1)
+					}
+				}
+				if want := tc.pongs[i]; got != map[bool]int{false: 0, true: 1}[want] {
+					t.Errorf("heartbeat %d at %.1f intervals: %d pongs, want %d", i+1, at, got, map[bool]int{false: 0, true: 1}[want])
+				}
 			}
 		})
 	}
@@ -63,14 +111,17 @@ func TestHeartbeatPong(t *testing.T) {
 // relay that answers heartbeats, outlives several read deadlines.
 func TestSessionLivesOnPongs(t *testing.T) {
 	c := openCA(t, 14)
-	const interval = 200 * time.Millisecond
+	// Pongs come every other heartbeat, 2 intervals apart against the
+	// agent's deadline of 3: half a second leaves a loaded test machine
+	// half a second of slack.
+	const interval = 500 * time.Millisecond
 	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) { cfg.HeartbeatInterval = interval })
 	a := startMemAgent(t, c, r.url)
 	eventually(t, 10*time.Second, "agent connected", func() bool { return a.connects.Load() == 1 })
 	// The agent drops a session silent for 3 intervals, the relay one
-	// silent for 3 intervals too: 10 intervals cover both three times.
-	time.Sleep(10 * interval)
+	// silent for 3 intervals too: 8 intervals cover both twice.
+	time.Sleep(8 * interval)
 	if n := a.connects.Load(); n != 1 || r.Stats().AgentsConnected != 1 {
-		t.Errorf("after 10 heartbeat intervals: %d sessions established, %d connected; want the first still up", n, r.Stats().AgentsConnected)
+		t.Errorf("after 8 heartbeat intervals: %d sessions established, %d connected; want the first still up", n, r.Stats().AgentsConnected)
 	}
 }
