@@ -336,28 +336,30 @@ func (c *Conn) readFrame() ([]byte, error) {
 	if mt != websocket.BinaryMessage {
 		return nil, fmt.Errorf("read: text frame: %w", ErrMalformed)
 	}
-	var first [1]byte
-	if _, err := io.ReadFull(r, first[:]); err != nil {
+	// Most frames are heartbeats of about a hundred bytes: start with a
+	// small pooled buffer, readBounded doubles it for the rare large one.
+	// The type byte is read into it too: a byte array of its own would
+	// escape through the io.Reader, an allocation per frame.
+	frame := getFrame()[:1]
+	if _, err := io.ReadFull(r, frame); err != nil {
+		putFrame(frame)
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("read: empty frame: %w", ErrMalformed)
 		}
 		return nil, err
 	}
-	t := Type(first[0])
+	t := Type(frame[0])
 	limit := Limit(t)
 	if limit == 0 {
+		putFrame(frame)
 		return nil, fmt.Errorf("read %s: %w", t, ErrUnknownType)
 	}
 	if c.readLimit > 0 {
 		limit = min(limit, c.readLimit)
 	}
-	// Most frames are heartbeats of about a hundred bytes: start with a
-	// small pooled buffer, readBounded doubles it for the rare large one.
-	frame := getFrame()
 	if limit < cap(frame) {
-		frame = frame[:0:limit]
+		frame = frame[:1:limit]
 	}
-	frame = append(frame, first[0])
 	frame, err = readBounded(r, frame, limit)
 	if err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
