@@ -9,23 +9,30 @@ import (
 // GC policy of `relay run` when GOGC is not set.
 //
 // A relay's memory is nearly all long-lived agent sessions, so while it is
-// quiet it collects at 25 % heap growth (relayGCPercent): memory per idle
-// session stays low and an idle relay makes little garbage, so that costs
-// little CPU. A burst of connections is the opposite: every TLS handshake
-// makes tens of KiB of garbage, and at 25 % the collector runs four times
-// as often as at Go's default, a quarter of a reconnect storm's CPU in
-// measurements. A push is another: thousands of bundle writes and results
-// at once, and a quarter of the relay's CPU during it went to collecting
-// at 25 %. So while connections arrive or bundles go out in bulk the relay
-// collects at 100 %, and once they have stopped it goes back to 25 %.
-// Heartbeats are steady work, not a burst, and do not count. After a
-// burst of connections it also hands the garbage's pages back to the OS
-// (a forced collection): hundreds of megabytes of handshake garbage are
-// gone for good. After a fan-out it does not: a push leaves little, and
-// forcing a collection and faulting the pages back in for every push cost
-// more than it saved.
+// quiet it collects at 12 % heap growth (relayGCPercent): memory per idle
+// session stays low, and an idle relay makes so little garbage that this
+// costs nothing. Go collects every two minutes whatever the growth; the
+// garbage of heartbeats (about 250 bytes each, one per agent per 15 s)
+// reaches 12 % of the sessions' heap (about 15 KB each) in about two
+// minutes too, at any number of agents. Each point of GOGC below that
+// would buy about 150 bytes per agent for another collection of the whole
+// heap; each point above it holds as much garbage for nothing.
+//
+// A burst of connections is the opposite: every TLS handshake makes tens
+// of KiB of garbage, and at 25 % the collector ran four times as often as
+// at Go's default, a quarter of a reconnect storm's CPU in measurements. A
+// push is another: thousands of bundle writes and results at once, and a
+// quarter of the relay's CPU during it went to collecting at 25 %. So
+// while connections arrive or bundles go out in bulk the relay collects at
+// 100 %, and once they have stopped it goes back to 12 %. Heartbeats are
+// steady work, not a burst, and do not count. After a burst of
+// connections it also hands the garbage's pages back to the OS (a forced
+// collection): hundreds of megabytes of handshake garbage are gone for
+// good. After a fan-out it does not: a push leaves little, and forcing a
+// collection and faulting the pages back in for every push cost more than
+// it saved.
 const (
-	relayGCPercent      = 25
+	relayGCPercent      = 12
 	relayBurstGCPercent = 100
 	// gcBurstEvents is how many accepts or bundles sent within one gcTick
 	// make a burst; a few reconnecting agents are not one.
