@@ -30,6 +30,7 @@ func sampleMessages() []struct {
 		{&Hello{Protocol: Protocol, AgentVersion: "1.2.3", AppliedHash: "sha256:aa", State: "idle", Capabilities: []string{"delta"}}, nil},
 		{&Heartbeat{AppliedHash: "sha256:aa", NginxUp: true, Seq: 1<<63 + 7}, nil},
 		{&res, nil},
+		{&Result{Hash: "sha256:ab", State: ResultApplied, DurationMs: 7}, nil},
 		{&Welcome{Protocol: Protocol, HeartbeatIntervalMs: 10000, DesiredHash: "sha256:bb", Capabilities: []string{"delta"}}, nil},
 		{&Bundle{Hash: "sha256:bb", Encoding: EncodingGzip, Size: 12345}, []byte{0x1f, 0x8b, 0, 1, 2, 3}},
 		{&RelayHello{Protocol: Protocol, RelayVersion: "1.2.3", Capabilities: []string{"x"}}, nil},
@@ -314,6 +315,55 @@ func TestHeartbeatFastPath(t *testing.T) {
 	}
 }
 
+// TestResultFastPath: Decode takes the applied results Encode writes
+// without encoding/json; a failure's result, and anything else a peer may
+// send, still decodes (or fails) as encoding/json says.
+func TestResultFastPath(t *testing.T) {
+	for _, res := range []Result{
+		{State: ResultApplied},
+		{Hash: strings.Repeat("ab", 32), State: ResultApplied, DurationMs: 12},
+		{Hash: "sha256:x-y_z.0", State: ResultApplied, DurationMs: math.MaxInt64},
+	} {
+		frame, err := Encode(&res, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n := binary.Uvarint(frame[1:])
+		if got, ok := decodeResult(frame[1+n:]); !ok || *got != res {
+			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, res)
+		}
+		if m, _, err := Decode(frame); err != nil || *m.(*Result) != res {
+			t.Errorf("Decode %+v: %v, %v", res, m, err)
+		}
+	}
+	for _, tc := range []struct {
+		header string
+		want   *Result // nil: Decode fails
+	}{
+		{`{"hash":"ab","state":"rejected","reason":"nginx -t failed","output":"x","durationMs":3}`,
+			&Result{Hash: "ab", State: ResultRejected, Reason: "nginx -t failed", Output: "x", DurationMs: 3}},
+		{`{"state":"applied","hash":"ab"}`, &Result{Hash: "ab", State: ResultApplied}},
+		{`{"hash":"a\u0062","state":"applied"}`, &Result{Hash: "ab", State: ResultApplied}},
+		{`{"hash":"ab","state":"applied","durationMs":0}`, &Result{Hash: "ab", State: ResultApplied}},
+		{`{"hash":"ab","state":"applied","durationMs":-4}`, &Result{Hash: "ab", State: ResultApplied, DurationMs: -4}},
+		{`{"hash":"ab","state":"applied","line":2}`, &Result{Hash: "ab", State: ResultApplied, Line: 2}},
+		{`{"hash":"ab","state":"applied","durationMs":07}`, nil},
+		{`{"hash":"ab","state":"applied","durationMs":9223372036854775808}`, nil},
+		{`{"hash":"ab","state":"applied"}x`, nil},
+	} {
+		if _, ok := decodeResult([]byte(tc.header)); ok && tc.header != `{"hash":"ab","state":"applied","durationMs":0}` {
+			t.Errorf("fast path took %s", tc.header)
+		}
+		m, _, err := Decode(rawFrame(TypeResult, tc.header, nil))
+		switch {
+		case tc.want == nil && err == nil:
+			t.Errorf("Decode %s = %+v, want an error", tc.header, m)
+		case tc.want != nil && (err != nil || *m.(*Result) != *tc.want):
+			t.Errorf("Decode %s = %v, %v; want %+v", tc.header, m, err, *tc.want)
+		}
+	}
+}
+
 func TestDecodePayload(t *testing.T) {
 	data := []byte("NXD1 a small delta")
 	z, _ := Compress(data)
@@ -373,16 +423,24 @@ func FuzzDecode(f *testing.F) {
 	f.Add(rawFrame(TypeSnapshot, `{"agents":[{"lastResult":{"line":"x"}}]}`, nil))
 	f.Add(rawFrame(TypeHeartbeat, `{"nginxUp":false,"seq":0}`, nil))
 	f.Add(rawFrame(TypeHeartbeat, `{"appliedHash":"sha256:ab","nginxUp":true,"seq":18446744073709551615}`, nil))
+	f.Add(rawFrame(TypeResult, `{"hash":"ab","state":"applied","durationMs":9223372036854775807}`, nil))
+	f.Add(rawFrame(TypeResult, `{"hash":"","state":"applied"}`, nil))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		// The heartbeat fast path accepts only what encoding/json decodes
 		// to the same value.
-		if len(frame) > 1 && Type(frame[0]) == TypeHeartbeat {
+		if len(frame) > 1 {
 			if hlen, n := binary.Uvarint(frame[1:]); n > 0 && hlen <= uint64(len(frame)-1-n) {
 				header := frame[1+n : 1+n+int(hlen)]
 				if fast, ok := decodeHeartbeat(header); ok {
 					var slow Heartbeat
 					if err := json.Unmarshal(header, &slow); err != nil || slow != *fast {
-						t.Fatalf("fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
+						t.Fatalf("heartbeat fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
+					}
+				}
+				if fast, ok := decodeResult(header); ok {
+					var slow Result
+					if err := json.Unmarshal(header, &slow); err != nil || slow != *fast {
+						t.Fatalf("result fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
 					}
 				}
 			}
