@@ -342,6 +342,7 @@ func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) bool {
 }
 
 func (s *Server) onResult(a *agentConn, res *wire.Result) {
+	s.results.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if res.State == wire.ResultApplied {

@@ -3,10 +3,13 @@ package relay_test
 import (
 	"bytes"
 	"crypto/rand"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nxmesh/nxmesh/nginx"
+	"github.com/nxmesh/nxmesh/relay"
 	"github.com/nxmesh/nxmesh/wire"
 )
 
@@ -120,5 +123,38 @@ func TestNeedBundleGetsTheWholeBundle(t *testing.T) {
 	if _, frame, err := ws.ReadMessage(); err == nil {
 		m, _, _ := wire.Decode(frame)
 		t.Fatalf("second NeedBundle answered with %v", m)
+	}
+}
+
+// TestFanOutHook: a Desired message that gives agents a new bundle tells
+// Config.FanOut how many it gives one, bundle data from the hub tells it
+// -1, and a message that changes nothing does not call it.
+func TestFanOutHook(t *testing.T) {
+	c := openCA(t, 15)
+	hub := startTestHub(t, c, "hub-1")
+	var mu sync.Mutex
+	var calls []int
+	r, _ := startRelay(t, c, t.TempDir(), []string{hub.url}, func(cfg *relay.Config) {
+		cfg.FanOut = func(n int) { mu.Lock(); defer mu.Unlock(); calls = append(calls, n) }
+	})
+	eventually(t, 10*time.Second, "upstream connected", func() bool { return r.Stats().UpstreamConnected })
+	b1, b2 := testBundle(t, "one", 100), testBundle(t, "two", 100)
+	hub.addBundle(b1)
+	hub.addBundle(b2)
+	a1, a2 := startMemAgent(t, c, r.url), startMemAgent(t, c, r.url)
+	eventually(t, 10*time.Second, "2 agents connected", func() bool { return r.Stats().AgentsConnected == 2 })
+
+	hub.setDesired(b1.Hash, a1.id, a2.id)
+	for _, a := range []*memAgent{a1, a2} {
+		eventually(t, 10*time.Second, "ack from "+a.id, func() bool { return hub.acked(a.id, b1.Hash, wire.ResultApplied) })
+	}
+	hub.setDesired(b1.Hash, a1.id, a2.id) // the same again: no fan-out
+	hub.setDesired(b2.Hash, a1.id)        // read after the one before it
+	eventually(t, 10*time.Second, "ack of the second bundle", func() bool { return hub.acked(a1.id, b2.Hash, wire.ResultApplied) })
+	mu.Lock()
+	defer mu.Unlock()
+	// Each assignment first, then the bundle it made the relay fetch.
+	if !slices.Equal(calls, []int{2, -1, 1, -1}) {
+		t.Errorf("FanOut called with %v, want [2 -1 1 -1]", calls)
 	}
 }

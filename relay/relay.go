@@ -81,6 +81,14 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Version is reported in RelayHello.
 	Version string
+	// FanOut, when set, is told that a fan-out may begin: with the number
+	// of agents a Desired message from the hub gives a new bundle, before
+	// their frames are queued, and with -1 when the hub sends a bundle or
+	// a delta, which comes before the Desired message that assigns it
+	// (and before decoding that message allocates for every agent). It
+	// must not block. `relay run` uses it to let garbage grow at a
+	// burst's pace before a push allocates, not a quarter second into it.
+	FanOut func(agents int)
 	// Clock defaults to the wall clock.
 	Clock Clock
 	// Logger defaults to a logger that discards.
@@ -152,6 +160,8 @@ type Stats struct {
 	// BundlesSent and DeltasSent count bundles queued to agents, whole
 	// and as deltas.
 	BundlesSent, DeltasSent int64
+	// ResultsReceived counts agents' Results (applies, rejections, ...).
+	ResultsReceived int64
 	// Accepted counts connections the relay's own listener accepted (none
 	// when the relay is mounted on another server).
 	Accepted int64
@@ -201,6 +211,7 @@ type Server struct {
 	slow        atomic.Int64
 	deltasSent  atomic.Int64
 	bundlesSent atomic.Int64
+	results     atomic.Int64
 	fetches     atomic.Int64
 	accepted    atomic.Int64
 	expired     atomic.Int64
@@ -256,6 +267,7 @@ func (s *Server) Stats() Stats {
 		FetchesSent:       s.fetches.Load(),
 		DeltasSent:        s.deltasSent.Load(),
 		BundlesSent:       s.bundlesSent.Load(),
+		ResultsReceived:   s.results.Load(),
 		Accepted:          s.accepted.Load(),
 		Expired:           s.expired.Load(),
 	}

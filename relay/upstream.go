@@ -295,8 +295,10 @@ func (s *Server) upstreamRead(ctx context.Context, conn *wire.Conn) error {
 		case *wire.Desired:
 			s.onDesired(m)
 		case *wire.BundleData:
+			s.fanOutSoon()
 			s.onBundleData(m, payload)
 		case *wire.DeltaData:
+			s.fanOutSoon()
 			s.onDeltaData(m, payload)
 		case *wire.Revoke:
 			s.revoke(m.Agents, m.Reason)
@@ -304,6 +306,13 @@ func (s *Server) upstreamRead(ctx context.Context, conn *wire.Conn) error {
 			_ = conn.Close(wire.CloseMalformed, "unexpected "+m.Type().String())
 			return fmt.Errorf("hub sent unexpected %s", m.Type())
 		}
+	}
+}
+
+// fanOutSoon tells Config.FanOut that assignments are likely to follow.
+func (s *Server) fanOutSoon() {
+	if s.cfg.FanOut != nil {
+		s.cfg.FanOut(-1)
 	}
 }
 
@@ -327,6 +336,9 @@ func (s *Server) onDesired(d *wire.Desired) {
 	if len(changed) == 0 {
 		s.mu.Unlock()
 		return
+	}
+	if s.cfg.FanOut != nil {
+		s.cfg.FanOut(len(changed))
 	}
 	for id := range changed {
 		if a := s.agents[id]; a != nil {

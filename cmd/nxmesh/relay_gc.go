@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime/debug"
 	"time"
 )
 
@@ -23,9 +22,12 @@ import (
 // at Go's default, a quarter of a reconnect storm's CPU in measurements. A
 // push is another: thousands of bundle writes and results at once, and a
 // quarter of the relay's CPU during it went to collecting at 25 %. So
-// while connections arrive or bundles go out in bulk the relay collects at
-// 100 %, and once they have stopped it goes back to 12 %. Heartbeats are
-// steady work, not a burst, and do not count. After a burst of
+// while connections arrive, or bundles go out in bulk and results come
+// back, the relay collects at 100 %, and once they have stopped it goes
+// back to 12 %. Going back collects what the burst left at once, so a push
+// counts until its results are in, not just while its frames go out: it
+// then happens after the push, not during its acknowledgements.
+// Heartbeats are steady work, not a burst, and do not count. After a burst of
 // connections it also hands the garbage's pages back to the OS (a forced
 // collection): hundreds of megabytes of handshake garbage are gone for
 // good. After a fan-out it does not: a push leaves little, and forcing a
@@ -34,8 +36,9 @@ import (
 const (
 	relayGCPercent      = 12
 	relayBurstGCPercent = 100
-	// gcBurstEvents is how many accepts or bundles sent within one gcTick
-	// make a burst; a few reconnecting agents are not one.
+	// gcBurstEvents is how many accepts, bundles sent or results received
+	// within one gcTick make a burst; a few reconnecting agents are not
+	// one.
 	gcBurstEvents = 20
 	gcTick        = 250 * time.Millisecond
 	// gcQuiet is how long without a burst ends one.
@@ -43,36 +46,70 @@ const (
 )
 
 // gcTuner switches GOGC between idle and burst from the relay's counts of
-// accepted connections and bundles sent.
+// accepted connections and of bundles sent and results received, and at
+// once when the relay is about to fan a bundle out (fanOut).
 type gcTuner struct {
-	counts  func() (accepted, sent int64) // from relay.Server.Stats()
-	setGC   func(percent int)             // debug.SetGCPercent
-	release func()                        // debug.FreeOSMemory
+	counts  func() (accepted, pushed int64) // from relay.Server.Stats()
+	setGC   func(percent int)               // debug.SetGCPercent
+	release func()                          // debug.FreeOSMemory
 	now     func() time.Time
+	// fanOut wakes the tuner before a fan-out to gcBurstEvents agents or
+	// more (relay.Config.FanOut): at 12 % the heap's headroom is gone
+	// within the first quarter second of a push, and a collection at the
+	// idle pace ran in every push, in each relay.
+	fanOut chan struct{}
 }
 
-// run applies the policy on every tick until ctx ends.
+// newGCTuner returns a tuner with its fan-out channel; counts is set once
+// the relay it watches exists (its Config takes onFanOut).
+func newGCTuner(setGC func(int), release func(), now func() time.Time) *gcTuner {
+	return &gcTuner{setGC: setGC, release: release, now: now, fanOut: make(chan struct{}, 1)}
+}
+
+// onFanOut is relay.Config.FanOut: it never blocks. agents is how many
+// agents get a bundle, or -1 when the hub sent one (assignments follow).
+func (t *gcTuner) onFanOut(agents int) {
+	if agents >= 0 && agents < gcBurstEvents {
+		return
+	}
+	select {
+	case t.fanOut <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// run applies the policy on every tick, and on every fan-out, until ctx
+// ends.
 func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time) {
 	t.setGC(relayGCPercent)
-	lastAccepted, lastSent := t.counts()
+	lastAccepted, lastPushed := t.counts()
 	var burst bool
 	var lastBusy time.Time
 	var burstAccepts int64 // connections accepted during the burst
 	for {
+		// A pending fan-out goes first, before a tick that is also ready.
+		fanOut := false
 		select {
-		case <-ctx.Done():
-			return
-		case <-tick:
+		case <-t.fanOut:
+			fanOut = true
+		default:
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+			case <-t.fanOut:
+				fanOut = true
+			}
 		}
-		accepted, sent := t.counts()
-		busy := accepted-lastAccepted+sent-lastSent >= gcBurstEvents
+		accepted, pushed := t.counts()
+		busy := fanOut || accepted-lastAccepted+pushed-lastPushed >= gcBurstEvents
 		if !burst && busy {
 			burstAccepts = 0
 		}
 		if burst || busy {
 			burstAccepts += accepted - lastAccepted
 		}
-		lastAccepted, lastSent = accepted, sent
+		lastAccepted, lastPushed = accepted, pushed
 		switch {
 		case busy:
 			lastBusy = t.now()
@@ -90,15 +127,9 @@ func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time) {
 	}
 }
 
-// runRelayGC runs the tuner for counts on a real ticker.
-func runRelayGC(ctx context.Context, counts func() (accepted, sent int64)) {
+// runTicking runs the tuner on a real ticker until ctx ends.
+func (t *gcTuner) runTicking(ctx context.Context) {
 	tk := time.NewTicker(gcTick)
 	defer tk.Stop()
-	t := &gcTuner{
-		counts:  counts,
-		setGC:   func(p int) { debug.SetGCPercent(p) },
-		release: debug.FreeOSMemory,
-		now:     time.Now,
-	}
 	t.run(ctx, tk.C)
 }

@@ -11,7 +11,8 @@ import (
 // TestGCTunerBurst: a burst of accepts raises GOGC once, it stays raised
 // while accepts keep coming, and a quiet second brings it back to the idle
 // percent and releases memory, exactly once. A burst of bundles sent (a
-// push) raises and lowers GOGC the same way but releases nothing.
+// push) raises and lowers GOGC the same way but releases nothing, and so
+// does the relay's word that a fan-out begins, without waiting for a tick.
 func TestGCTunerBurst(t *testing.T) {
 	var (
 		mu             sync.Mutex
@@ -21,12 +22,12 @@ func TestGCTunerBurst(t *testing.T) {
 		released       int
 	)
 	tick := make(chan time.Time)
-	tn := &gcTuner{
-		counts:  func() (int64, int64) { mu.Lock(); defer mu.Unlock(); return accepted, sent },
-		setGC:   func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
-		release: func() { mu.Lock(); defer mu.Unlock(); released++ },
-		now:     func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
-	}
+	tn := newGCTuner(
+		func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
+		func() { mu.Lock(); defer mu.Unlock(); released++ },
+		func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+	)
+	tn.counts = func() (int64, int64) { mu.Lock(); defer mu.Unlock(); return accepted, sent }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { tn.run(ctx, tick); close(done) }()
@@ -76,6 +77,29 @@ func TestGCTunerBurst(t *testing.T) {
 	quiet()
 	if s, r := state(); !slices.Equal(s, []int{idle, burst, idle, burst, idle}) || r != 1 {
 		t.Fatalf("after the push: GOGC set %v, released %d; want back to %d and no new release", s, r, idle)
+	}
+
+	// The relay says it is about to fan out: burst at once, with no tick
+	// and nothing counted yet; a fan-out to a few agents is no burst.
+	tn.onFanOut(gcBurstEvents - 1)
+	settle()
+	if s, _ := state(); len(s) != 5 {
+		t.Fatalf("after a fan-out to %d agents: GOGC set %v", gcBurstEvents-1, s)
+	}
+	tn.onFanOut(5000)
+	tn.onFanOut(5000) // a wake-up is pending: never blocks
+	settle()          // the tuner takes a pending wake-up before a tick
+	if s, _ := state(); !slices.Equal(s, []int{idle, burst, idle, burst, idle, burst}) {
+		t.Fatalf("on a fan-out to 5,000 agents: GOGC set %v", s)
+	}
+	quiet()
+	if s, r := state(); !slices.Equal(s, []int{idle, burst, idle, burst, idle, burst, idle}) || r != 1 {
+		t.Fatalf("after the fan-out: GOGC set %v, released %d", s, r)
+	}
+	tn.onFanOut(-1) // the hub sent a bundle: assignments follow
+	settle()
+	if s, _ := state(); !slices.Equal(s, []int{idle, burst, idle, burst, idle, burst, idle, burst}) {
+		t.Fatalf("on bundle data: GOGC set %v", s)
 	}
 	cancel()
 	<-done

@@ -33,9 +33,12 @@ With --renew-url the certificate renews itself over mTLS before it expires and t
 }
 
 func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
-	tuneGC := os.Getenv("GOGC") == ""
-	if tuneGC {
+	var tuner *gcTuner
+	var fanOut func(int)
+	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(relayGCPercent)
+		tuner = newGCTuner(func(p int) { debug.SetGCPercent(p) }, debug.FreeOSMemory, time.Now)
+		fanOut = tuner.onFanOut
 	}
 	files := pki.Files{Dir: c.StateDir, Role: pki.RoleRelay}
 	cert, err := files.LoadKeyPair()
@@ -70,6 +73,7 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 		HeartbeatInterval: c.HeartbeatInterval,
 		MaxHandshakes:     c.MaxHandshakes,
 		Version:           version,
+		FanOut:            fanOut,
 		Logger:            g.Logger(),
 	})
 	if err != nil {
@@ -78,14 +82,12 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.Run(ctx) })
 	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
-	if tuneGC {
-		eg.Go(func() error {
-			runRelayGC(ctx, func() (int64, int64) {
-				st := s.Stats()
-				return st.Accepted, st.BundlesSent + st.DeltasSent
-			})
-			return nil
-		})
+	if tuner != nil {
+		tuner.counts = func() (int64, int64) {
+			st := s.Stats()
+			return st.Accepted, st.BundlesSent + st.DeltasSent + st.ResultsReceived
+		}
+		eg.Go(func() error { tuner.runTicking(ctx); return nil })
 	}
 	if c.RenewURL != "" {
 		renewer := &pki.Renewer{
