@@ -77,7 +77,7 @@ func TestPushAndStorm(t *testing.T) {
 		WorkDir: workDir, Timeout: 20 * time.Second, Progress: logWriter{t},
 	}, nil)
 	if res.Config.AgentProcs != 1 {
-		t.Errorf("%d agent processes, want 1 (the bench): %d agents fit its open files limit", res.Config.AgentProcs, n)
+		t.Errorf("%d agent processes, want 1: %d agents fit its open files limit", res.Config.AgentProcs, n)
 	}
 	if res.Pushes[0].Hash == res.Pushes[1].Hash {
 		t.Errorf("both pushes acked hash %s: the second push changed nothing", res.Pushes[0].Hash)

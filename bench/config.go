@@ -65,10 +65,10 @@ type Config struct {
 	// ConnectRate starts at most this many agents per second (default 0:
 	// all at once, the worst case a relay must survive).
 	ConnectRate int
-	// AgentProcs is how many processes run the agents: 1 is the bench
-	// itself, more are `nxmesh bench-agents` child processes, each with an
-	// equal share. Default 0: 1 when the agents fit the open files limit,
-	// else as few as the limit allows.
+	// AgentProcs is how many `nxmesh bench-agents` child processes run
+	// the agents, each with an equal share; the bench itself runs none, so
+	// that what it does to measure stays out of the agents' way. Default
+	// 0: as few as the open files limit allows, one when they fit.
 	AgentProcs int
 	// Enrollers is how many enrollments run at once when minting agent
 	// certificates (default 4).

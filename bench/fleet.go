@@ -18,8 +18,8 @@ import (
 	"github.com/nxmesh/nxmesh/pki"
 )
 
-// fleet is the simulated agents of one agent process (the bench itself or
-// an `nxmesh bench-agents` worker, see swarm): each the real agent.Session
+// fleet is the simulated agents of one agent process (an `nxmesh
+// bench-agents` child of the bench, see swarm): each the real agent.Session
 // (TLS, WebSocket, wire, reconnects with backoff, heartbeats, results) and
 // the real agent.Loop, with an in-memory apply instead of nginx. NOT an
 // nginx: the bench measures the control plane, and ten thousand nginx do

@@ -29,7 +29,9 @@ type proc struct {
 	// pipes, when set, connects the process's standard input and output
 	// to stdin and stdout, which start sets (an agent process speaks with
 	// the bench on them); only stderr goes to logPath.
-	pipes  bool
+	pipes bool
+	// env is added to the child's environment (childEnv).
+	env    []string
 	stdin  io.WriteCloser
 	stdout io.ReadCloser
 
@@ -56,7 +58,7 @@ func (p *proc) start() error {
 	fmt.Fprintf(logf, "--- %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), p.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// The child's ends of the pipes, closed here once it has them. Plain
 	// os.Pipes rather than cmd.StdoutPipe, which Wait would close before

@@ -580,8 +580,6 @@ func agentProcsFact(n int) string {
 	switch n {
 	case 0:
 		return "unknown"
-	case 1:
-		return "1 (the bench itself)"
 	}
 	return strconv.Itoa(n) + " beside the bench"
 }

@@ -44,8 +44,8 @@ type RunConfig struct {
 	HeartbeatDuration float64 `json:"heartbeatDurationMs"`
 	TLSResumption     bool    `json:"tlsResumption"`
 	SourceAddrs       int     `json:"sourceAddrs"`
-	// AgentProcs is how many processes ran the agents: 1 is the bench
-	// itself, more are agent processes beside it.
+	// AgentProcs is how many agent processes ran the agents beside the
+	// bench.
 	AgentProcs int    `json:"agentProcs"`
 	Database   string `json:"database"` // "sqlite" or "postgres"
 }

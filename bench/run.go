@@ -34,7 +34,7 @@ type env struct {
 	// baseline is each daemon before the agents connected, for memory and
 	// CPU per agent.
 	baseline map[string]procSample
-	// agentProcs is how many processes run the agents (1: the bench).
+	// agentProcs is how many agent processes run the agents.
 	agentProcs int
 }
 

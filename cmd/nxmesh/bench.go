@@ -23,7 +23,7 @@ type benchCmd struct {
 	HeartbeatDuration time.Duration `help:"How long the heartbeat scenario measures (default four intervals)."`
 	SourceAddrs       int           `help:"Loopback source addresses (127.0.0.2, ...) the agents dial from (default one per 5000 agents; at most 25000 per address)."`
 	ConnectRate       int           `help:"Agents started per second (default 0: all at once)."`
-	AgentProcs        int           `help:"Processes that run the simulated agents: 1 is this one, more are agent processes beside it, each with an equal share (default 0: 1 when the agents fit the open files limit, else as few as it allows)."`
+	AgentProcs        int           `help:"Agent processes (children of this one) that run the simulated agents, each with an equal share (default 0: one when the agents fit the open files limit, else as few as it allows)."`
 	Enrollers         int           `help:"Enrollments at once while minting agent certificates." default:"4"`
 	WorkDir           string        `help:"Keeps hub data, relay state, agent keys and certificates, and daemon logs between runs." default:".bench" type:"path"`
 	Fresh             bool          `help:"Discard the hub data, relay state and agent certificates in --work-dir and start over."`
@@ -36,7 +36,7 @@ type benchCmd struct {
 }
 
 func (c *benchCmd) Help() string {
-	return `Starts a hub (SQLite in --work-dir unless --database-url) and relays as child processes of this binary, connects thousands of simulated agents from this process (the real agent session code over mTLS WebSockets, each agent with its own certificate, an in-memory apply instead of nginx), runs the scenario, stops everything and prints a summary table.
+	return `Starts a hub (SQLite in --work-dir unless --database-url) and relays as child processes of this binary, connects thousands of simulated agents from agent processes it starts (hidden "nxmesh bench-agents" children of this binary; the real agent session code over mTLS WebSockets, each agent with its own certificate, an in-memory apply instead of nginx), runs the scenario, stops everything and prints a summary table.
 
 Scenarios (each starts by connecting every agent):
   connect    time to all connected, handshake rate, relay and hub memory and CPU per agent
@@ -47,7 +47,7 @@ Scenarios (each starts by connecting every agent):
 
 The work directory keeps the hub's data and the agents' keys and certificates (valid for a day), so a second run enrolls nothing; the output says what was reused. --fresh starts over. The daemons' logs are in WORK_DIR/logs.
 
-The bench raises its open-files limit (and its children's) to what --agents needs. Where the hard limit stops it (a process holds one open file per agent connection), it spreads the agents over agent processes (hidden "nxmesh bench-agents" children of this one, see --agent-procs), whose memory and CPU count as the bench's; each relay must hold its agents under the same limit, so a run refuses agents/--relays above it and names the --relays that would fit. The result says how many agent processes ran.`
+The bench raises its open-files limit (and its children's) to what --agents needs. Where the hard limit stops it (a process holds one open file per agent connection), it spreads the agents over more agent processes (see --agent-procs), whose memory and CPU count as the bench's; each relay must hold its agents under the same limit, so a run refuses agents/--relays above it and names the --relays that would fit. The result says how many agent processes ran.`
 }
 
 func (c *benchCmd) Run(ctx context.Context, g *Globals) error {
