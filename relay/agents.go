@@ -26,13 +26,13 @@ import (
 // (wire.CapHeartbeatPong, pongEvery; older agents ping instead), and a
 // session silent for 3 heartbeat intervals is dropped by the read deadline.
 
-// pongEvery is the gap, in heartbeat intervals, below which a heartbeat is
-// not answered with a pong. Agents drop a session silent for 3 intervals;
+// pongEvery is the gap, in half heartbeat intervals (3: 1.5 intervals),
+// below which a heartbeat is not answered with a pong. Agents drop a session silent for 3 intervals;
 // with heartbeats every interval a pong goes out every second heartbeat,
 // 2 intervals apart, and a heartbeat late by up to half an interval still
 // gets one. Half the pongs are half the write system calls of an idle
 // fleet, the largest part of its cost to a relay (docs/bench.md).
-const pongEvery = 1.5
+const pongEvery = 3
 
 // outFrame is one queued frame: either a prepared bundle or a message.
 type outFrame struct {
@@ -218,12 +218,8 @@ func (s *Server) readAgent(a *agentConn) {
 		}
 		switch m := m.(type) {
 		case *wire.Heartbeat:
-			if !s.onHeartbeat(a, m) {
-				a.conn.CloseNow()
-				s.unregister(a)
-				return
-			}
-			if s.pongDue(a) && a.conn.Pong() != nil {
+			now := s.cfg.Clock.Now()
+			if !s.onHeartbeat(a, m, now) || (pongDue(a, now, s.cfg.HeartbeatInterval) && a.conn.Pong() != nil) {
 				a.conn.CloseNow()
 				s.unregister(a)
 				return
@@ -246,14 +242,10 @@ func (s *Server) readAgent(a *agentConn) {
 	}
 }
 
-// pongDue reports whether a heartbeat of a is to be answered with a pong
-// now, and if so takes the time as the last pong's.
-func (s *Server) pongDue(a *agentConn) bool {
-	if !a.pongs {
-		return false
-	}
-	now := s.cfg.Clock.Now()
-	if now.Sub(a.pongedAt) < time.Duration(pongEvery*float64(s.cfg.HeartbeatInterval)) {
+// pongDue reports whether a heartbeat of a, at now, is to be answered with
+// a pong, and if so takes now as the last pong's time.
+func pongDue(a *agentConn, now time.Time, interval time.Duration) bool {
+	if !a.pongs || now.Sub(a.pongedAt) < pongEvery*interval/2 {
 		return false
 	}
 	a.pongedAt = now
@@ -324,9 +316,9 @@ func (s *Server) sessionLocked(a *agentConn) wire.AgentSession {
 	}
 }
 
-// onHeartbeat records hb for the hub. It returns false when the relay is
-// stopping: the session ends rather than read on.
-func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) bool {
+// onHeartbeat records hb, which arrived at now, for the hub. It returns
+// false when the relay is stopping: the session ends rather than read on.
+func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping {
@@ -334,7 +326,7 @@ func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat) bool {
 	}
 	a.applied = s.internLocked(hb.AppliedHash)
 	// Heartbeats are coalesced: the latest per agent wins.
-	s.up.heartbeats[a.id] = wire.AgentHeartbeat{Agent: a.id, AppliedHash: hb.AppliedHash, NginxUp: hb.NginxUp, At: s.cfg.Clock.Now().UnixMilli()}
+	s.up.heartbeats[a.id] = wire.AgentHeartbeat{Agent: a.id, AppliedHash: hb.AppliedHash, NginxUp: hb.NginxUp, At: now.UnixMilli()}
 	if len(s.up.heartbeats) >= flushBatch {
 		s.kickLocked()
 	}

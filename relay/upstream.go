@@ -295,10 +295,10 @@ func (s *Server) upstreamRead(ctx context.Context, conn *wire.Conn) error {
 		case *wire.Desired:
 			s.onDesired(m)
 		case *wire.BundleData:
-			s.fanOutSoon()
+			s.fanOut(-1) // assignments follow
 			s.onBundleData(m, payload)
 		case *wire.DeltaData:
-			s.fanOutSoon()
+			s.fanOut(-1)
 			s.onDeltaData(m, payload)
 		case *wire.Revoke:
 			s.revoke(m.Agents, m.Reason)
@@ -309,10 +309,10 @@ func (s *Server) upstreamRead(ctx context.Context, conn *wire.Conn) error {
 	}
 }
 
-// fanOutSoon tells Config.FanOut that assignments are likely to follow.
-func (s *Server) fanOutSoon() {
+// fanOut tells Config.FanOut, when set, that a fan-out may begin.
+func (s *Server) fanOut(agents int) {
 	if s.cfg.FanOut != nil {
-		s.cfg.FanOut(-1)
+		s.cfg.FanOut(agents)
 	}
 }
 
@@ -337,9 +337,7 @@ func (s *Server) onDesired(d *wire.Desired) {
 		s.mu.Unlock()
 		return
 	}
-	if s.cfg.FanOut != nil {
-		s.cfg.FanOut(len(changed))
-	}
+	s.fanOut(len(changed))
 	for id := range changed {
 		if a := s.agents[id]; a != nil {
 			s.syncAgentLocked(a)

@@ -271,27 +271,11 @@ func TestCompressRoundTrip(t *testing.T) {
 // without encoding/json, and anything else a peer may send still decodes
 // (or fails) as encoding/json says.
 func TestHeartbeatFastPath(t *testing.T) {
-	for _, hb := range []Heartbeat{
+	testFastPath(t, TypeHeartbeat, decodeHeartbeat, []Heartbeat{
 		{},
 		{AppliedHash: strings.Repeat("ab", 32), NginxUp: true, Seq: 1},
 		{AppliedHash: "sha256:x-y_z.0", Seq: math.MaxUint64},
-	} {
-		frame, err := Encode(&hb, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, n := binary.Uvarint(frame[1:])
-		if got, ok := decodeHeartbeat(frame[1+n:]); !ok || *got != hb {
-			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, hb)
-		}
-		if m, _, err := Decode(frame); err != nil || *m.(*Heartbeat) != hb {
-			t.Errorf("Decode %+v: %v, %v", hb, m, err)
-		}
-	}
-	for _, tc := range []struct {
-		header string
-		want   *Heartbeat // nil: Decode fails
-	}{
+	}, []fastPathCase[Heartbeat]{
 		{`{"seq":2,"nginxUp":true}`, &Heartbeat{Seq: 2, NginxUp: true}},
 		{`{"nginxUp": true,"seq":2}`, &Heartbeat{Seq: 2, NginxUp: true}},
 		{`{"appliedHash":"a\u0062","nginxUp":true,"seq":2}`, &Heartbeat{AppliedHash: "ab", Seq: 2, NginxUp: true}},
@@ -301,45 +285,18 @@ func TestHeartbeatFastPath(t *testing.T) {
 		{`{"nginxUp":true,"seq":18446744073709551616}`, nil},
 		{`{"nginxUp":true,"seq":-1}`, nil},
 		{`{"nginxUp":true,"seq":1}x`, nil},
-	} {
-		if _, ok := decodeHeartbeat([]byte(tc.header)); ok {
-			t.Errorf("fast path took %s", tc.header)
-		}
-		m, _, err := Decode(rawFrame(TypeHeartbeat, tc.header, nil))
-		switch {
-		case tc.want == nil && err == nil:
-			t.Errorf("Decode %s = %+v, want an error", tc.header, m)
-		case tc.want != nil && (err != nil || *m.(*Heartbeat) != *tc.want):
-			t.Errorf("Decode %s = %v, %v; want %+v", tc.header, m, err, *tc.want)
-		}
-	}
+	})
 }
 
 // TestResultFastPath: Decode takes the applied results Encode writes
 // without encoding/json; a failure's result, and anything else a peer may
 // send, still decodes (or fails) as encoding/json says.
 func TestResultFastPath(t *testing.T) {
-	for _, res := range []Result{
+	testFastPath(t, TypeResult, decodeResult, []Result{
 		{State: ResultApplied},
 		{Hash: strings.Repeat("ab", 32), State: ResultApplied, DurationMs: 12},
 		{Hash: "sha256:x-y_z.0", State: ResultApplied, DurationMs: math.MaxInt64},
-	} {
-		frame, err := Encode(&res, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, n := binary.Uvarint(frame[1:])
-		if got, ok := decodeResult(frame[1+n:]); !ok || *got != res {
-			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, res)
-		}
-		if m, _, err := Decode(frame); err != nil || *m.(*Result) != res {
-			t.Errorf("Decode %+v: %v, %v", res, m, err)
-		}
-	}
-	for _, tc := range []struct {
-		header string
-		want   *Result // nil: Decode fails
-	}{
+	}, []fastPathCase[Result]{
 		{`{"hash":"ab","state":"rejected","reason":"nginx -t failed","output":"x","durationMs":3}`,
 			&Result{Hash: "ab", State: ResultRejected, Reason: "nginx -t failed", Output: "x", DurationMs: 3}},
 		{`{"state":"applied","hash":"ab"}`, &Result{Hash: "ab", State: ResultApplied}},
@@ -350,15 +307,49 @@ func TestResultFastPath(t *testing.T) {
 		{`{"hash":"ab","state":"applied","durationMs":07}`, nil},
 		{`{"hash":"ab","state":"applied","durationMs":9223372036854775808}`, nil},
 		{`{"hash":"ab","state":"applied"}x`, nil},
-	} {
-		if _, ok := decodeResult([]byte(tc.header)); ok && tc.header != `{"hash":"ab","state":"applied","durationMs":0}` {
-			t.Errorf("fast path took %s", tc.header)
+	})
+}
+
+// fastPathCase is a header a peer may send and what Decode must make of
+// it (nil: an error).
+type fastPathCase[T any] struct {
+	header string
+	want   *T
+}
+
+// testFastPath checks a message type's fast decoder: it takes every value
+// of encoded as Encode writes it, and Decode gives each back; for each
+// case Decode gives what the case wants, and the fast decoder, when it
+// takes the header at all, gives the same.
+func testFastPath[T comparable](t *testing.T, typ Type, fast func([]byte) (*T, bool), encoded []T, cases []fastPathCase[T]) {
+	t.Helper()
+	for _, v := range encoded {
+		frame, err := Encode(any(&v).(Message), nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-		m, _, err := Decode(rawFrame(TypeResult, tc.header, nil))
+		_, n := binary.Uvarint(frame[1:])
+		if got, ok := fast(frame[1+n:]); !ok || *got != v {
+			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, v)
+		}
+		if m, _, err := Decode(frame); err != nil || *any(m).(*T) != v {
+			t.Errorf("Decode %+v: %v, %v", v, m, err)
+		}
+		// Decode takes the fast path: the message and its hash are all it
+		// allocates, where encoding/json makes several times that.
+		if a := testing.AllocsPerRun(20, func() { _, _, _ = Decode(frame) }); a > 2 {
+			t.Errorf("Decode %+v: %.0f allocations, want at most 2 (the fast path)", v, a)
+		}
+	}
+	for _, tc := range cases {
+		if got, ok := fast([]byte(tc.header)); ok && (tc.want == nil || *got != *tc.want) {
+			t.Errorf("fast path took %s: %+v", tc.header, *got)
+		}
+		m, _, err := Decode(rawFrame(typ, tc.header, nil))
 		switch {
 		case tc.want == nil && err == nil:
 			t.Errorf("Decode %s = %+v, want an error", tc.header, m)
-		case tc.want != nil && (err != nil || *m.(*Result) != *tc.want):
+		case tc.want != nil && (err != nil || *any(m).(*T) != *tc.want):
 			t.Errorf("Decode %s = %v, %v; want %+v", tc.header, m, err, *tc.want)
 		}
 	}
@@ -431,18 +422,8 @@ func FuzzDecode(f *testing.F) {
 		if len(frame) > 1 {
 			if hlen, n := binary.Uvarint(frame[1:]); n > 0 && hlen <= uint64(len(frame)-1-n) {
 				header := frame[1+n : 1+n+int(hlen)]
-				if fast, ok := decodeHeartbeat(header); ok {
-					var slow Heartbeat
-					if err := json.Unmarshal(header, &slow); err != nil || slow != *fast {
-						t.Fatalf("heartbeat fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
-					}
-				}
-				if fast, ok := decodeResult(header); ok {
-					var slow Result
-					if err := json.Unmarshal(header, &slow); err != nil || slow != *fast {
-						t.Fatalf("result fast path decoded %q to %+v; encoding/json: %+v, %v", header, *fast, slow, err)
-					}
-				}
+				agreesWithJSON(t, header, decodeHeartbeat)
+				agreesWithJSON(t, header, decodeResult)
 			}
 		}
 		m, payload, err := Decode(frame)
@@ -472,4 +453,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encode changed %s: %#v vs %#v", m.Type(), m, m2)
 		}
 	})
+}
+
+// agreesWithJSON fails t when fast takes header and encoding/json decodes
+// it to something else, or refuses it.
+func agreesWithJSON[T comparable](t *testing.T, header []byte, fast func([]byte) (*T, bool)) {
+	t.Helper()
+	got, ok := fast(header)
+	if !ok {
+		return
+	}
+	var slow T
+	if err := json.Unmarshal(header, &slow); err != nil || slow != *got {
+		t.Fatalf("fast path decoded %q to %+v; encoding/json: %+v, %v", header, *got, slow, err)
+	}
 }

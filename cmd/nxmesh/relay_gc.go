@@ -27,12 +27,12 @@ import (
 // back to 12 %. Going back collects what the burst left at once, so a push
 // counts until its results are in, not just while its frames go out: it
 // then happens after the push, not during its acknowledgements.
-// Heartbeats are steady work, not a burst, and do not count. After a burst of
-// connections it also hands the garbage's pages back to the OS (a forced
-// collection): hundreds of megabytes of handshake garbage are gone for
-// good. After a fan-out it does not: a push leaves little, and forcing a
-// collection and faulting the pages back in for every push cost more than
-// it saved.
+// Heartbeats are steady work, not a burst, and do not count. After a burst
+// of connections it also hands the garbage's pages back to the OS (a
+// forced collection): hundreds of megabytes of handshake garbage are gone
+// for good. After a fan-out it does not: a push leaves little, and forcing
+// a collection and faulting the pages back in for every push cost more
+// than it saved.
 const (
 	relayGCPercent      = 12
 	relayBurstGCPercent = 100
