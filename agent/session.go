@@ -341,9 +341,17 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	ping := !slices.Contains(welcome.Capabilities, wire.CapHeartbeatPong)
 	wg.Go(func() { s.heartbeat(sctx, conn, interval, ping) })
 
+	// One watch on sctx for the whole session rather than one per Read
+	// (a Read with a context that can end registers its own): ending sctx
+	// closes the connection, which ends the Read.
+	defer context.AfterFunc(sctx, conn.CloseNow)()
+	reads := context.WithoutCancel(sctx)
 	for {
-		m, payload, err := conn.Read(sctx)
+		m, payload, err := conn.Read(reads)
 		if err != nil {
+			if ctxErr := sctx.Err(); ctxErr != nil {
+				return true, ctxErr
+			}
 			return true, err
 		}
 		switch m := m.(type) {

@@ -108,13 +108,17 @@ type ProcessStats struct {
 // PushResult is one change committed through the API and acked by every
 // agent.
 type PushResult struct {
-	Round     int     `json:"round"`
-	Revision  int64   `json:"revision"`
-	Hash      string  `json:"hash"`
-	Acked     int     `json:"acked"` // agents that acked Hash
-	Agents    int     `json:"agents"`
-	LastAckMs float64 `json:"lastAckMs"`
-	Latency   Latency `json:"latency"` // API answer to each agent's ack
+	Round    int    `json:"round"`
+	Revision int64  `json:"revision"`
+	Hash     string `json:"hash"`
+	Acked    int    `json:"acked"` // agents that acked Hash
+	Agents   int    `json:"agents"`
+	// AnsweredMs is when the API answered the commit, in ms since the run
+	// started: the clock of the series' samples, so a push can be found
+	// in them (and in a profile).
+	AnsweredMs float64 `json:"answeredMs"`
+	LastAckMs  float64 `json:"lastAckMs"`
+	Latency    Latency `json:"latency"` // API answer to each agent's ack
 	// HubConvergedMs is from the API's answer until the hub's convergence
 	// endpoint counted every agent applied (polled: an upper bound).
 	HubConvergedMs float64 `json:"hubConvergedMs"`

@@ -213,6 +213,7 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 	}
 	ans, err := e.cl.api.apply(ctx, siteYAML(fmt.Sprintf("%s-%d", e.nonce, round)), fmt.Sprintf("nxmesh bench: push %d", round))
 	answered := time.Now()
+	pr.AnsweredMs = millis(answered.Sub(e.start))
 	if err != nil {
 		return pr, nil, err
 	}

@@ -400,10 +400,14 @@ func (c *Conn) CloseAndWait(code int, reason string) {
 // (DefaultWriteWait). A write that times out leaves the connection broken:
 // the caller closes it (the peer is a slow consumer).
 func (c *Conn) Write(m Message, payload []byte) error {
-	frame, err := Encode(m, payload)
+	// Small frames are built in a pooled buffer: WriteMessage copies the
+	// frame out before it returns.
+	frame, err := appendFrame(getFrame(), m, payload)
 	if err != nil {
+		putFrame(frame)
 		return err
 	}
+	defer putFrame(frame)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
@@ -468,9 +472,10 @@ func (c *Conn) CloseNow() {
 	})
 }
 
-// frames pools the buffers small frames are read into: Read returns a
-// frame without payload to it once decoded (decoding copies what it
-// keeps), so an idle session's heartbeats make no garbage there.
+// frames pools the buffers small frames are read into and built in: Read
+// returns a frame without payload to it once decoded (decoding copies
+// what it keeps), and Write once written, so an idle session's heartbeats
+// make no garbage there.
 var frames = sync.Pool{New: func() any { return new([firstFrameBuffer]byte) }}
 
 func getFrame() []byte { return frames.Get().(*[firstFrameBuffer]byte)[:0] }

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 )
 
 // Protocol is the version of this protocol. Peers exchange it in Hello,
@@ -250,36 +249,58 @@ func newMessage(t Type) Message {
 // names. It fails with ErrTooLarge when the frame would exceed Limit(m.Type()), so a
 // sender learns of an oversized message before its peer closes on it.
 func Encode(m Message, payload []byte) ([]byte, error) {
+	return appendFrame(nil, m, payload)
+}
+
+// appendFrame appends the frame Encode builds to dst; on an error it
+// returns dst as it was.
+func appendFrame(dst []byte, m Message, payload []byte) ([]byte, error) {
 	if m == nil {
-		return nil, fmt.Errorf("wire: encode nil message: %w", ErrMalformed)
+		return dst, fmt.Errorf("wire: encode nil message: %w", ErrMalformed)
 	}
 	t := m.Type()
 	limit := Limit(t)
 	if limit == 0 {
-		return nil, fmt.Errorf("encode %s: %w", t, ErrUnknownType)
+		return dst, fmt.Errorf("encode %s: %w", t, ErrUnknownType)
 	}
 	if len(payload) > 0 && !HasPayload(t) {
-		return nil, fmt.Errorf("encode %s: payload not allowed: %w", t, ErrMalformed)
+		return dst, fmt.Errorf("encode %s: payload not allowed: %w", t, ErrMalformed)
 	}
+	// The header goes where a one-byte length leaves it, and moves up when
+	// its length takes more (headers of 128 bytes and more).
+	start := len(dst)
+	dst = append(dst, byte(t), 0)
+	at := len(dst)
+	out, err := appendHeader(dst, m)
+	if err != nil {
+		return dst[:start], fmt.Errorf("encode %s header: %w", t, err)
+	}
+	dst = out
+	hlen := len(dst) - at
+	var lenBuf [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(lenBuf[:], uint64(hlen))
+	if size := 1 + n + hlen + len(payload); size > limit {
+		return dst[:start], fmt.Errorf("encode %s: %d bytes, limit %d: %w", t, size, limit, ErrTooLarge)
+	}
+	if n > 1 {
+		dst = append(dst, lenBuf[1:n]...)
+		copy(dst[at+n-1:], dst[at:at+hlen])
+	}
+	copy(dst[start+1:], lenBuf[:n])
+	return append(dst, payload...), nil
+}
+
+// appendJSON appends m as encoding/json writes it, without the newline
+// and without escaping HTML (nginx output is full of < > &; keep it
+// short).
+func appendJSON(dst []byte, m Message) ([]byte, error) {
 	var header bytes.Buffer
 	enc := json.NewEncoder(&header)
-	enc.SetEscapeHTML(false) // nginx output is full of < > &; keep it short
+	enc.SetEscapeHTML(false)
 	if err := enc.Encode(m); err != nil {
-		return nil, fmt.Errorf("encode %s header: %w", t, err)
+		return dst, err
 	}
-	h := bytes.TrimSuffix(header.Bytes(), []byte("\n"))
-	var lenBuf [binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(lenBuf[:], uint64(len(h)))
-	size := 1 + n + len(h) + len(payload)
-	if size > limit {
-		return nil, fmt.Errorf("encode %s: %d bytes, limit %d: %w", t, size, limit, ErrTooLarge)
-	}
-	frame := make([]byte, 0, size)
-	frame = append(frame, byte(t))
-	frame = append(frame, lenBuf[:n]...)
-	frame = append(frame, h...)
-	frame = append(frame, payload...)
-	return frame, nil
+	return append(dst, bytes.TrimSuffix(header.Bytes(), []byte("\n"))...), nil
 }
 
 // Decode parses a frame built by Encode. The returned payload aliases frame
@@ -313,15 +334,11 @@ func Decode(frame []byte) (Message, []byte, error) {
 	if len(payload) > 0 && !HasPayload(t) {
 		return nil, nil, fmt.Errorf("decode %s: unexpected %d-byte payload: %w", t, len(payload), ErrMalformed)
 	}
-	switch t {
-	case TypeHeartbeat:
-		if hb, ok := decodeHeartbeat(header); ok {
-			return hb, nil, nil
+	if m, ok := decodeFast(t, header); ok {
+		if len(payload) == 0 {
+			payload = nil
 		}
-	case TypeResult:
-		if res, ok := decodeResult(header); ok {
-			return res, nil, nil
-		}
+		return m, payload, nil
 	}
 	if countObjects(header) > MaxObjects {
 		return nil, nil, fmt.Errorf("decode %s: more than %d JSON objects: %w", t, MaxObjects, ErrTooLarge)
@@ -354,120 +371,4 @@ func countObjects(b []byte) int {
 		}
 	}
 	return n
-}
-
-// decodeHeartbeat decodes a Heartbeat header in exactly the form Encode
-// gives it, {"appliedHash":"…","nginxUp":…,"seq":…} with the hash made of
-// letters, digits and ":-_.", and reports false for anything else, which
-// then goes through encoding/json. Heartbeats are nearly all a relay
-// reads (50,000 agents every 15 s); encoding/json cost it a seventh of
-// its CPU and most of its garbage on them. FuzzDecode checks that both
-// ways agree.
-func decodeHeartbeat(h []byte) (*Heartbeat, bool) {
-	rest, ok := bytes.CutPrefix(h, []byte(`{`))
-	if !ok {
-		return nil, false
-	}
-	hb := new(Heartbeat)
-	if r, ok := bytes.CutPrefix(rest, []byte(`"appliedHash":"`)); ok {
-		end := bytes.IndexByte(r, '"')
-		if end <= 0 || !plainToken(r[:end]) {
-			return nil, false
-		}
-		hb.AppliedHash = string(r[:end])
-		if rest, ok = bytes.CutPrefix(r[end+1:], []byte(`,`)); !ok {
-			return nil, false
-		}
-	}
-	switch {
-	case bytes.HasPrefix(rest, []byte(`"nginxUp":true,"seq":`)):
-		hb.NginxUp, rest = true, rest[len(`"nginxUp":true,"seq":`):]
-	case bytes.HasPrefix(rest, []byte(`"nginxUp":false,"seq":`)):
-		rest = rest[len(`"nginxUp":false,"seq":`):]
-	default:
-		return nil, false
-	}
-	digits, ok := bytes.CutSuffix(rest, []byte(`}`))
-	if !ok {
-		return nil, false
-	}
-	if hb.Seq, ok = plainUint(digits, math.MaxUint64); !ok {
-		return nil, false
-	}
-	return hb, true
-}
-
-// decodeResult decodes a Result header in the form Encode gives a bundle
-// applied, {"hash":"…","state":"applied"}, with ,"durationMs":… before
-// the brace when not zero and the hash as decodeHeartbeat takes it, and
-// reports false for anything else (every failure, with nginx's output),
-// which then goes through encoding/json. In a push every agent sends one
-// at once; encoding/json's reflection also grew the stack of the relay's
-// goroutine that decoded it, twice, per agent. FuzzDecode checks that both
-// ways agree.
-func decodeResult(h []byte) (*Result, bool) {
-	r, ok := bytes.CutPrefix(h, []byte(`{"hash":"`))
-	if !ok {
-		return nil, false
-	}
-	end := bytes.IndexByte(r, '"')
-	if end < 0 || !plainToken(r[:end]) {
-		return nil, false
-	}
-	res := &Result{State: ResultApplied}
-	if end > 0 {
-		res.Hash = string(r[:end])
-	}
-	rest, ok := bytes.CutPrefix(r[end+1:], []byte(`,"state":"applied"`))
-	if !ok {
-		return nil, false
-	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(`,"durationMs":`)); ok {
-		digits, ok := bytes.CutSuffix(rest, []byte(`}`))
-		if !ok {
-			return nil, false
-		}
-		ms, ok := plainUint(digits, math.MaxInt64)
-		if !ok {
-			return nil, false
-		}
-		res.DurationMs = int64(ms)
-		return res, true
-	}
-	if !bytes.Equal(rest, []byte(`}`)) {
-		return nil, false
-	}
-	return res, true
-}
-
-// plainToken reports whether b is made of letters, digits and ":-_.",
-// which a JSON string holds as they are.
-func plainToken(b []byte) bool {
-	for _, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == ':' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// plainUint parses a JSON number that is a non-negative integer of at
-// most limit, written without sign, exponent or leading zeros; false for
-// anything else, which encoding/json then decodes or refuses.
-func plainUint(digits []byte, limit uint64) (uint64, bool) {
-	if len(digits) == 0 || len(digits) > 20 || (digits[0] == '0' && len(digits) > 1) {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if n > (limit-d)/10 {
-			return 0, false // over limit: encoding/json says why
-		}
-		n = n*10 + d
-	}
-	return n, true
 }

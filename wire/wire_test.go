@@ -38,6 +38,7 @@ func sampleMessages() []struct {
 		{&SessionDelta{Connected: []AgentSession{sess}, Disconnected: []string{"agent-3"}}, nil},
 		{&Heartbeats{Items: []AgentHeartbeat{{Agent: "agent-1", AppliedHash: "sha256:aa", NginxUp: true, At: 1764400000001}}}, nil},
 		{&Results{Items: []AgentResult{{Agent: "agent-1", Result: res}}}, nil},
+		{&Results{Items: []AgentResult{{Agent: "agent-1", Result: Result{Hash: "sha256:ab", State: ResultApplied, DurationMs: 3}}, {Agent: "agent-2", Result: Result{State: ResultApplied}}}}, nil},
 		{&FetchBundle{Hash: "sha256:bb"}, nil},
 		{&Desired{Items: []DesiredBundle{{Agent: "agent-1", Hash: "sha256:bb"}}}, nil},
 		{&BundleData{Hash: "sha256:bb", Encoding: EncodingGzip, Size: 12345}, []byte("opaque")},
@@ -271,7 +272,7 @@ func TestCompressRoundTrip(t *testing.T) {
 // without encoding/json, and anything else a peer may send still decodes
 // (or fails) as encoding/json says.
 func TestHeartbeatFastPath(t *testing.T) {
-	testFastPath(t, TypeHeartbeat, decodeHeartbeat, []Heartbeat{
+	testFastPath(t, TypeHeartbeat, decodeHeartbeat, 2, []Heartbeat{
 		{},
 		{AppliedHash: strings.Repeat("ab", 32), NginxUp: true, Seq: 1},
 		{AppliedHash: "sha256:x-y_z.0", Seq: math.MaxUint64},
@@ -292,7 +293,7 @@ func TestHeartbeatFastPath(t *testing.T) {
 // without encoding/json; a failure's result, and anything else a peer may
 // send, still decodes (or fails) as encoding/json says.
 func TestResultFastPath(t *testing.T) {
-	testFastPath(t, TypeResult, decodeResult, []Result{
+	testFastPath(t, TypeResult, decodeResult, 2, []Result{
 		{State: ResultApplied},
 		{Hash: strings.Repeat("ab", 32), State: ResultApplied, DurationMs: 12},
 		{Hash: "sha256:x-y_z.0", State: ResultApplied, DurationMs: math.MaxInt64},
@@ -310,6 +311,88 @@ func TestResultFastPath(t *testing.T) {
 	})
 }
 
+// TestBundleDeltaFastPath: every agent reads a delta's header in a push.
+func TestBundleDeltaFastPath(t *testing.T) {
+	h := strings.Repeat("ab", 32)
+	testFastPath(t, TypeBundleDelta, decodeBundleDelta, 4, []BundleDelta{
+		{},
+		{Hash: "sha256:" + h, Base: "sha256:" + h, Encoding: EncodingIdentity, Size: 812},
+		{Hash: h, Base: h, Encoding: EncodingGzip, Size: math.MaxInt64},
+	}, []fastPathCase[BundleDelta]{
+		{`{"base":"b","hash":"a","encoding":"gzip","size":1}`, &BundleDelta{Hash: "a", Base: "b", Encoding: EncodingGzip, Size: 1}},
+		{`{"hash":"a","base":"b\u0062","encoding":"gzip","size":1}`, &BundleDelta{Hash: "a", Base: "bb", Encoding: EncodingGzip, Size: 1}},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":-1}`, &BundleDelta{Hash: "a", Base: "b", Encoding: EncodingGzip, Size: -1}},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":1,"new":2}`, &BundleDelta{Hash: "a", Base: "b", Encoding: EncodingGzip, Size: 1}},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":1.5}`, nil},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":01}`, nil},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":9223372036854775808}`, nil},
+		{`{"hash":"a","base":"b","encoding":"gzip","size":1}}`, nil},
+	})
+}
+
+// TestResultsFastPath: the hub reads every agent's result of a push in a
+// relay's batches.
+func TestResultsFastPath(t *testing.T) {
+	applied := func(agent, hash string, ms int64) AgentResult {
+		return AgentResult{Agent: agent, Result: Result{Hash: hash, State: ResultApplied, DurationMs: ms}}
+	}
+	h := "sha256:" + strings.Repeat("ab", 32)
+	testFastPath(t, TypeResults, decodeResults, 7, []Results{
+		{Items: []AgentResult{applied("agent-1", h, 0)}},
+		{Items: []AgentResult{applied("5f0c6a4e-0b1c-4f3e-9d7a-2f1e8b9c0d11", h, 4), applied("agent-2", "", 0)}},
+	}, []fastPathCase[Results]{
+		{`{"items":[]}`, &Results{Items: []AgentResult{}}},
+		{`{"items":null}`, &Results{}},
+		{`{"items":[{"result":{"hash":"a","state":"applied"},"agent":"x"}]}`, &Results{Items: []AgentResult{applied("x", "a", 0)}}},
+		{`{"items":[{"agent":"x\u0079","result":{"hash":"a","state":"applied"}}]}`, &Results{Items: []AgentResult{applied("xy", "a", 0)}}},
+		{`{"items":[{"agent":"x","result":{"hash":"a","state":"applied"}},{"agent":"y","result":{"hash":"a","state":"rejected","reason":"r"}}]}`,
+			&Results{Items: []AgentResult{applied("x", "a", 0), {Agent: "y", Result: Result{Hash: "a", State: ResultRejected, Reason: "r"}}}}},
+		{`{"items":[{"agent":"x","result":{"hash":"a","state":"applied"}},]}`, nil},
+		{`{"items":[{"agent":"x","result":{"hash":"a","state":"applied"}}]}x`, nil},
+		{`{"items":[{"agent":"x","result":{"hash":"a","state":"applied","durationMs":-1}}]}`,
+			&Results{Items: []AgentResult{applied("x", "a", -1)}}},
+	})
+	// A batch with a failure goes through encoding/json both ways.
+	failed := Results{Items: []AgentResult{applied("x", "a", 0), {Agent: "y", Result: Result{Hash: "a", State: ResultFailed, Output: "<&>"}}}}
+	frame, err := Encode(&failed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decodeResults(frame[2:]); ok {
+		t.Errorf("fast path took a failure's result: %s", frame[2:])
+	}
+	if m, _, err := Decode(frame); err != nil || !reflect.DeepEqual(m, &failed) {
+		t.Errorf("Decode = %+v, %v; want %+v", m, err, failed)
+	}
+}
+
+// TestEncodeLongHeader: a header of 128 bytes or more takes a two-byte
+// length, which appendFrame makes room for after the header is written.
+func TestEncodeLongHeader(t *testing.T) {
+	for _, n := range []int{100, 117, 118, 119, 200, 4000} {
+		hb := &Heartbeat{AppliedHash: strings.Repeat("a", n), Seq: 1}
+		frame, err := Encode(hb, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := rawFrame(TypeHeartbeat, string(must(appendJSON(nil, hb))), nil)
+		if !bytes.Equal(frame, want) {
+			t.Errorf("hash of %d: frame %q, want %q", n, frame, want)
+		}
+		prefix := []byte("xyz")
+		if got := must(appendFrame(prefix, hb, nil)); !bytes.Equal(got[:3], prefix) || !bytes.Equal(got[3:], want) {
+			t.Errorf("hash of %d: appended %q", n, got)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 // fastPathCase is a header a peer may send and what Decode must make of
 // it (nil: an error).
 type fastPathCase[T any] struct {
@@ -321,7 +404,7 @@ type fastPathCase[T any] struct {
 // of encoded as Encode writes it, and Decode gives each back; for each
 // case Decode gives what the case wants, and the fast decoder, when it
 // takes the header at all, gives the same.
-func testFastPath[T comparable](t *testing.T, typ Type, fast func([]byte) (*T, bool), encoded []T, cases []fastPathCase[T]) {
+func testFastPath[T any](t *testing.T, typ Type, fast func([]byte) (*T, bool), maxAllocs float64, encoded []T, cases []fastPathCase[T]) {
 	t.Helper()
 	for _, v := range encoded {
 		frame, err := Encode(any(&v).(Message), nil)
@@ -329,27 +412,36 @@ func testFastPath[T comparable](t *testing.T, typ Type, fast func([]byte) (*T, b
 			t.Fatal(err)
 		}
 		_, n := binary.Uvarint(frame[1:])
-		if got, ok := fast(frame[1+n:]); !ok || *got != v {
+		if got, ok := fast(frame[1+n:]); !ok || !reflect.DeepEqual(*got, v) {
 			t.Errorf("fast path on %q: %+v, %v; want %+v", frame[1+n:], got, ok, v)
 		}
-		if m, _, err := Decode(frame); err != nil || *any(m).(*T) != v {
+		if m, _, err := Decode(frame); err != nil || !reflect.DeepEqual(*any(m).(*T), v) {
 			t.Errorf("Decode %+v: %v, %v", v, m, err)
 		}
-		// Decode takes the fast path: the message and its hash are all it
-		// allocates, where encoding/json makes several times that.
-		if a := testing.AllocsPerRun(20, func() { _, _, _ = Decode(frame) }); a > 2 {
-			t.Errorf("Decode %+v: %.0f allocations, want at most 2 (the fast path)", v, a)
+		// Decode takes the fast path: the message and its strings are all
+		// it allocates, where encoding/json makes several times that.
+		if a := testing.AllocsPerRun(20, func() { _, _, _ = Decode(frame) }); a > maxAllocs {
+			t.Errorf("Decode %+v: %.0f allocations, want at most %.0f (the fast path)", v, a, maxAllocs)
+		}
+		// Encoding it takes the fast path too, into Write's pooled buffer
+		// (relays build a delta's frame once per push: it has none).
+		m := any(&v).(Message)
+		if typ == TypeBundleDelta {
+			continue
+		}
+		if a := testing.AllocsPerRun(20, func() { putFrame(must(appendFrame(getFrame(), m, nil))) }); a > 0 {
+			t.Errorf("appendFrame %+v: %.0f allocations, want none (the fast path)", v, a)
 		}
 	}
 	for _, tc := range cases {
-		if got, ok := fast([]byte(tc.header)); ok && (tc.want == nil || *got != *tc.want) {
+		if got, ok := fast([]byte(tc.header)); ok && (tc.want == nil || !reflect.DeepEqual(*got, *tc.want)) {
 			t.Errorf("fast path took %s: %+v", tc.header, *got)
 		}
 		m, _, err := Decode(rawFrame(typ, tc.header, nil))
 		switch {
 		case tc.want == nil && err == nil:
 			t.Errorf("Decode %s = %+v, want an error", tc.header, m)
-		case tc.want != nil && (err != nil || *any(m).(*T) != *tc.want):
+		case tc.want != nil && (err != nil || !reflect.DeepEqual(*any(m).(*T), *tc.want)):
 			t.Errorf("Decode %s = %v, %v; want %+v", tc.header, m, err, *tc.want)
 		}
 	}
@@ -417,13 +509,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(rawFrame(TypeResult, `{"hash":"ab","state":"applied","durationMs":9223372036854775807}`, nil))
 	f.Add(rawFrame(TypeResult, `{"hash":"","state":"applied"}`, nil))
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		// The heartbeat fast path accepts only what encoding/json decodes
-		// to the same value.
+		// The fast paths accept only what encoding/json decodes to the
+		// same value.
 		if len(frame) > 1 {
 			if hlen, n := binary.Uvarint(frame[1:]); n > 0 && hlen <= uint64(len(frame)-1-n) {
 				header := frame[1+n : 1+n+int(hlen)]
 				agreesWithJSON(t, header, decodeHeartbeat)
 				agreesWithJSON(t, header, decodeResult)
+				agreesWithJSON(t, header, decodeBundleDelta)
+				agreesWithJSON(t, header, decodeResults)
 			}
 		}
 		m, payload, err := Decode(frame)
@@ -445,6 +539,10 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode %s: %v", m.Type(), err)
 		}
+		// The fast encoders write what encoding/json writes.
+		if fast, slow := must(appendHeader(nil, m)), must(appendJSON(nil, m)); !bytes.Equal(fast, slow) {
+			t.Fatalf("%s header %q; encoding/json: %q", m.Type(), fast, slow)
+		}
 		m2, p2, err := Decode(again)
 		if err != nil {
 			t.Fatalf("decode re-encoded %s: %v", m.Type(), err)
@@ -457,14 +555,38 @@ func FuzzDecode(f *testing.F) {
 
 // agreesWithJSON fails t when fast takes header and encoding/json decodes
 // it to something else, or refuses it.
-func agreesWithJSON[T comparable](t *testing.T, header []byte, fast func([]byte) (*T, bool)) {
+func agreesWithJSON[T any](t *testing.T, header []byte, fast func([]byte) (*T, bool)) {
 	t.Helper()
 	got, ok := fast(header)
 	if !ok {
 		return
 	}
 	var slow T
-	if err := json.Unmarshal(header, &slow); err != nil || slow != *got {
+	if err := json.Unmarshal(header, &slow); err != nil || !reflect.DeepEqual(slow, *got) {
 		t.Fatalf("fast path decoded %q to %+v; encoding/json: %+v, %v", header, *got, slow, err)
 	}
+}
+
+// FuzzEncode: the fast encoders write exactly what encoding/json writes,
+// or leave the message to it.
+func FuzzEncode(f *testing.F) {
+	f.Add("sha256:ab", ResultApplied, "", int64(3), uint64(1), true, "agent-1")
+	f.Add("", "", "", int64(-1), uint64(math.MaxUint64), false, "")
+	f.Add("a\"b", ResultRejected, "nginx -t", int64(0), uint64(0), true, "<&>")
+	f.Fuzz(func(t *testing.T, hash, state, reason string, ms int64, seq uint64, up bool, agent string) {
+		res := Result{Hash: hash, State: state, Reason: reason, DurationMs: ms}
+		for _, m := range []Message{
+			&Heartbeat{AppliedHash: hash, NginxUp: up, Seq: seq},
+			&res,
+			&Results{Items: []AgentResult{{Agent: agent, Result: res}, {Agent: "agent-2", Result: Result{Hash: hash, State: ResultApplied}}}},
+		} {
+			slow, err := appendJSON(nil, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fast := must(appendHeader(nil, m)); !bytes.Equal(fast, slow) {
+				t.Fatalf("%s header %q; encoding/json: %q", m.Type(), fast, slow)
+			}
+		}
+	})
 }
