@@ -145,19 +145,23 @@ func writeSync(p string, data []byte, mode os.FileMode) error {
 // uvarint length and bytes of the data.
 func hashFiles(files []File) string {
 	h := sha256.New()
-	var n [binary.MaxVarintLen64]byte
+	// Each file's path and lengths go in as one write, its data as
+	// another: every agent hashes the whole bundle in every push.
+	head := make([]byte, 0, 256)
 	for _, f := range files {
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(f.Path)))])
-		h.Write([]byte(f.Path))
+		head = binary.AppendUvarint(head[:0], uint64(len(f.Path)))
+		head = append(head, f.Path...)
 		flags := byte(0)
 		if f.Secret {
 			flags = 1
 		}
-		h.Write([]byte{flags})
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(f.Data)))])
+		head = append(head, flags)
+		head = binary.AppendUvarint(head, uint64(len(f.Data)))
+		h.Write(head)
 		h.Write(f.Data)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
 }
 
 func generationConf(hash string) []byte {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -68,12 +69,18 @@ type agentConn struct {
 	// pongedAt is when the session last wrote a pong (at first, when it
 	// started). Only the goroutine reading the session touches it.
 	pongedAt time.Time
-	// queue holds frames not yet written; at most cfg.SendQueue. When it
-	// is full the agent is a slow consumer and is disconnected (4005):
-	// it must never stall fan-out to others.
+	// queue holds frames not yet written and not yet taken by the writer;
+	// at most cfg.SendQueue. When it is full the agent is a slow consumer
+	// and is disconnected (4005): it must never stall fan-out to others.
 	queue []outFrame
-	// writing is true while a writer goroutine drains queue.
-	writing bool
+	// pending counts the frames enqueued and not yet written, the one
+	// being written included; the enqueue that takes it from 0 starts a
+	// writer with its frame, and the writer exits when it brings it back
+	// to 0. A push's one frame per agent so goes out without the writer
+	// taking s.mu, which the hub's assignments hold while they fan out
+	// (see drain). Changed only under s.mu, except by the writer's
+	// decrement.
+	pending atomic.Int32
 	// closed is set once the session is being torn down.
 	closed bool
 }
@@ -418,27 +425,24 @@ func (s *Server) enqueueLocked(a *agentConn, f outFrame) {
 		}
 		return
 	}
-	a.queue = append(a.queue, f)
-	if !a.writing {
-		if s.goTrackedLocked(a.drain) {
-			a.writing = true
-		}
+	if a.pending.Add(1) > 1 {
+		a.queue = append(a.queue, f) // the writer running takes it
+		return
+	}
+	if !s.goTrackedLocked(func() { a.drain(f) }) {
+		a.pending.Add(-1) // stopping: nothing more is written
 	}
 }
 
-// drain writes a's queue until it is empty, then exits.
-func (a *agentConn) drain() {
+// drain writes f, then a's queue until pending says nothing is left, and
+// exits. Only taking the next frame from the queue needs s.mu: an
+// enqueue that finds a writer running appends to the queue under s.mu,
+// in the same critical section as its increment, so a writer that sees
+// pending above 0 after its decrement finds the frame there once it holds
+// s.mu.
+func (a *agentConn) drain(f outFrame) {
 	s := a.s
 	for {
-		s.mu.Lock()
-		if len(a.queue) == 0 || a.closed {
-			a.writing = false
-			s.mu.Unlock()
-			return
-		}
-		f := a.queue[0]
-		a.queue = a.queue[1:]
-		s.mu.Unlock()
 		var err error
 		if f.pm != nil {
 			err = a.conn.WritePrepared(f.pm)
@@ -451,10 +455,20 @@ func (a *agentConn) drain() {
 			s.mu.Lock()
 			a.closed = true
 			a.queue = nil
-			a.writing = false
+			s.mu.Unlock()
+			return // pending stays above 0: a closed session takes no frames
+		}
+		if a.pending.Add(-1) == 0 {
+			return
+		}
+		s.mu.Lock()
+		if len(a.queue) == 0 || a.closed {
 			s.mu.Unlock()
 			return
 		}
+		f = a.queue[0]
+		a.queue = a.queue[1:]
+		s.mu.Unlock()
 	}
 }
 

@@ -7,8 +7,8 @@ import (
 )
 
 // Hand-written codecs for the messages a fleet sends by the hundred
-// thousand: heartbeats, results, deltas and the relay's batches of
-// results. Each takes exactly the form encoding/json gives its message and
+// thousand: heartbeats, results, deltas, and the batches of results and
+// assignments between relays and the hub. Each takes exactly the form encoding/json gives its message and
 // nothing else; anything else a peer sends still goes through
 // encoding/json, so the protocol is JSON as before and these are a
 // shortcut only. In a push to 50,000 agents encoding/json was a tenth of
@@ -27,6 +27,8 @@ func appendHeader(dst []byte, m Message) ([]byte, error) {
 		out, ok = appendResult(dst, m)
 	case *Results:
 		out, ok = appendResults(dst, m)
+	case *Desired:
+		out, ok = appendDesired(dst, m)
 	}
 	if ok {
 		return out, nil
@@ -103,6 +105,32 @@ func appendResults(dst []byte, rs *Results) ([]byte, bool) {
 	return append(dst, `]}`...), true
 }
 
+// appendDesired appends a batch of assignments as encoding/json writes
+// it, {"items":[{"agent":"…","hash":"…"},…]}, when no agent or hash needs
+// escaping.
+func appendDesired(dst []byte, d *Desired) ([]byte, bool) {
+	if len(d.Items) == 0 {
+		return dst, false // encoding/json writes a nil slice as null
+	}
+	start := len(dst)
+	dst = append(dst, `{"items":[`...)
+	for i := range d.Items {
+		it := &d.Items[i]
+		if !plainToken(it.Agent) || !plainToken(it.Hash) {
+			return dst[:start], false
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"agent":"`...)
+		dst = append(dst, it.Agent...)
+		dst = append(dst, `","hash":"`...)
+		dst = append(dst, it.Hash...)
+		dst = append(dst, `"}`...)
+	}
+	return append(dst, `]}`...), true
+}
+
 // decodeFast decodes header, of a frame of type t, with the decoders
 // below; false when none takes it.
 func decodeFast(t Type, header []byte) (Message, bool) {
@@ -122,6 +150,10 @@ func decodeFast(t Type, header []byte) (Message, bool) {
 	case TypeResults:
 		if rs, ok := decodeResults(header); ok {
 			return rs, true
+		}
+	case TypeDesired:
+		if d, ok := decodeDesired(header); ok {
+			return d, true
 		}
 	}
 	return nil, false
@@ -263,6 +295,40 @@ func decodeResults(h []byte) (*Results, bool) {
 			return nil, false
 		}
 		return rs, true
+	}
+}
+
+// decodeDesired decodes a batch of assignments in the form appendDesired
+// gives it; every relay reads its agents' share of a push in them.
+func decodeDesired(h []byte) (*Desired, bool) {
+	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
+	if !ok {
+		return nil, false
+	}
+	d := &Desired{Items: make([]DesiredBundle, 0, bytes.Count(rest, []byte(`{"agent":`)))}
+	for {
+		var it DesiredBundle
+		if it.Agent, rest, ok = plainString(rest, `{"agent":"`); !ok {
+			return nil, false
+		}
+		if it.Hash, rest, ok = plainString(rest, `,"hash":"`); !ok {
+			return nil, false
+		}
+		if rest, ok = bytes.CutPrefix(rest, []byte(`}`)); !ok {
+			return nil, false
+		}
+		d.Items = append(d.Items, it)
+		if 1+len(d.Items) > MaxObjects {
+			return nil, false // encoding/json's way refuses it
+		}
+		if r, ok := bytes.CutPrefix(rest, []byte(`,`)); ok {
+			rest = r
+			continue
+		}
+		if !bytes.Equal(rest, []byte(`]}`)) {
+			return nil, false
+		}
+		return d, true
 	}
 }
 

@@ -366,6 +366,24 @@ func TestResultsFastPath(t *testing.T) {
 	}
 }
 
+// TestDesiredFastPath: a relay reads its agents' assignments of a push in
+// the hub's batches.
+func TestDesiredFastPath(t *testing.T) {
+	h := "sha256:" + strings.Repeat("ab", 32)
+	testFastPath(t, TypeDesired, decodeDesired, 6, []Desired{
+		{Items: []DesiredBundle{{Agent: "agent-1", Hash: h}}},
+		{Items: []DesiredBundle{{Agent: "5f0c6a4e-0b1c-4f3e-9d7a-2f1e8b9c0d11", Hash: h}, {Agent: "agent-2"}}},
+	}, []fastPathCase[Desired]{
+		{`{"items":[]}`, &Desired{Items: []DesiredBundle{}}},
+		{`{"items":null}`, &Desired{}},
+		{`{"items":[{"hash":"a","agent":"x"}]}`, &Desired{Items: []DesiredBundle{{Agent: "x", Hash: "a"}}}},
+		{`{"items":[{"agent":"x","hash":"a\u0062"}]}`, &Desired{Items: []DesiredBundle{{Agent: "x", Hash: "ab"}}}},
+		{`{"items":[{"agent":"x","hash":"a"},]}`, nil},
+		{`{"items":[{"agent":"x","hash":"a"}]} `, &Desired{Items: []DesiredBundle{{Agent: "x", Hash: "a"}}}},
+		{`{"items":[{"agent":"x","hash":"a"}]}x`, nil},
+	})
+}
+
 // TestEncodeLongHeader: a header of 128 bytes or more takes a two-byte
 // length, which appendFrame makes room for after the header is written.
 func TestEncodeLongHeader(t *testing.T) {
@@ -518,6 +536,7 @@ func FuzzDecode(f *testing.F) {
 				agreesWithJSON(t, header, decodeResult)
 				agreesWithJSON(t, header, decodeBundleDelta)
 				agreesWithJSON(t, header, decodeResults)
+				agreesWithJSON(t, header, decodeDesired)
 			}
 		}
 		m, payload, err := Decode(frame)
@@ -579,6 +598,7 @@ func FuzzEncode(f *testing.F) {
 			&Heartbeat{AppliedHash: hash, NginxUp: up, Seq: seq},
 			&res,
 			&Results{Items: []AgentResult{{Agent: agent, Result: res}, {Agent: "agent-2", Result: Result{Hash: hash, State: ResultApplied}}}},
+			&Desired{Items: []DesiredBundle{{Agent: agent, Hash: hash}, {Agent: "agent-2", Hash: state}}},
 		} {
 			slow, err := appendJSON(nil, m)
 			if err != nil {
