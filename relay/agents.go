@@ -295,6 +295,7 @@ func (s *Server) register(a *agentConn) (old *agentConn, refused string) {
 		old.queue = nil
 	}
 	s.agents[a.id] = a
+	s.started.Add(1)
 	s.up.addConnected(s.sessionLocked(a))
 	s.kickLocked()
 	return old, ""

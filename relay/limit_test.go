@@ -42,6 +42,9 @@ func TestHandshakeLimit(t *testing.T) {
 		startMemAgent(t, c, r1.url)
 	}
 	eventually(t, 20*time.Second, "20 agents through one slot", func() bool { return r1.Stats().AgentsConnected == 20 })
+	if got := r1.Stats().SessionsStarted; got != 20 {
+		t.Errorf("SessionsStarted = %d, want 20", got)
+	}
 }
 
 // TestAcceptQueue: connections beyond the handshake slots are accepted at

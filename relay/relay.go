@@ -168,6 +168,11 @@ type Stats struct {
 	// Expired counts accepted connections closed unserved because they
 	// waited for a handshake slot longer than their client would.
 	Expired int64
+	// SessionsStarted counts agent sessions registered (a Hello taken).
+	// In a reconnect storm every connection is accepted within the first
+	// second and waits for a handshake slot; the sessions go on starting
+	// for seconds after the accepts have stopped.
+	SessionsStarted int64
 }
 
 // Server is a relay. Create it with New, serve with Run.
@@ -215,6 +220,7 @@ type Server struct {
 	fetches     atomic.Int64
 	accepted    atomic.Int64
 	expired     atomic.Int64
+	started     atomic.Int64
 
 	// sessions is the context of every agent session; Run cancels it
 	// when it stops.
@@ -270,6 +276,7 @@ func (s *Server) Stats() Stats {
 		ResultsReceived:   s.results.Load(),
 		Accepted:          s.accepted.Load(),
 		Expired:           s.expired.Load(),
+		SessionsStarted:   s.started.Load(),
 	}
 }
 

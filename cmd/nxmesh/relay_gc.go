@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"time"
+
+	"github.com/nxmesh/nxmesh/relay"
 )
 
 // GC policy of `relay run` when GOGC is not set.
@@ -19,7 +21,12 @@ import (
 //
 // A burst of connections is the opposite: every TLS handshake makes tens
 // of KiB of garbage, and at 25 % the collector ran four times as often as
-// at Go's default, a quarter of a reconnect storm's CPU in measurements. A
+// at Go's default, a quarter of a reconnect storm's CPU in measurements.
+// A burst lasts while connections are accepted and while sessions start:
+// in a storm every connection is accepted within a second and then waits
+// for a handshake slot, and a tuner that counted accepts alone went back
+// to 12 % in the middle of the handshakes (gctrace: a collection every
+// 100 ms, at a quarter of the relay's CPU, for the rest of the storm). A
 // push is another: thousands of bundle writes and results at once, and a
 // quarter of the relay's CPU during it went to collecting at 25 %. So
 // while connections arrive, or bundles go out in bulk and results come
@@ -49,9 +56,12 @@ const (
 // accepted connections and of bundles sent and results received, and at
 // once when the relay is about to fan a bundle out (fanOut).
 type gcTuner struct {
-	counts  func() (accepted, pushed int64) // from relay.Server.Stats()
-	setGC   func(percent int)               // debug.SetGCPercent
-	release func()                          // debug.FreeOSMemory
+	// counts are from relay.Server.Stats(): accepted is connections
+	// accepted plus sessions started, pushed bundles sent plus results
+	// received.
+	counts  func() (accepted, pushed int64)
+	setGC   func(percent int) // debug.SetGCPercent
+	release func()            // debug.FreeOSMemory
 	now     func() time.Time
 	// fanOut wakes the tuner before a fan-out to gcBurstEvents agents or
 	// more (relay.Config.FanOut): at 12 % the heap's headroom is gone
@@ -64,6 +74,11 @@ type gcTuner struct {
 // the relay it watches exists (its Config takes onFanOut).
 func newGCTuner(setGC func(int), release func(), now func() time.Time) *gcTuner {
 	return &gcTuner{setGC: setGC, release: release, now: now, fanOut: make(chan struct{}, 1)}
+}
+
+// gcCounts is gcTuner.counts from a relay's Stats.
+func gcCounts(st relay.Stats) (accepted, pushed int64) {
+	return st.Accepted + st.SessionsStarted, st.BundlesSent + st.DeltasSent + st.ResultsReceived
 }
 
 // onFanOut is relay.Config.FanOut: it never blocks. agents is how many

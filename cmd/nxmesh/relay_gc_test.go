@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nxmesh/nxmesh/relay"
 )
 
 // TestGCTunerBurst: a burst of accepts raises GOGC once, it stays raised
@@ -103,4 +105,53 @@ func TestGCTunerBurst(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestGCTunerStorm: in a reconnect storm every connection is accepted in
+// the first moments and waits for a handshake slot; the burst lasts until
+// the sessions have stopped starting, not until the accepts have.
+func TestGCTunerStorm(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		st       relay.Stats
+		now      = time.Unix(0, 0)
+		sets     []int
+		released int
+	)
+	tick := make(chan time.Time)
+	tn := newGCTuner(
+		func(p int) { mu.Lock(); defer mu.Unlock(); sets = append(sets, p) },
+		func() { mu.Lock(); defer mu.Unlock(); released++ },
+		func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+	)
+	tn.counts = func() (int64, int64) { mu.Lock(); defer mu.Unlock(); return gcCounts(st) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tn.run(ctx, tick)
+	step := func(accepts, sessions int64) {
+		mu.Lock()
+		st.Accepted += accepts
+		st.SessionsStarted += sessions
+		now = now.Add(gcTick)
+		mu.Unlock()
+		tick <- now
+	}
+	state := func() ([]int, int) { mu.Lock(); defer mu.Unlock(); return slices.Clone(sets), released }
+	idle, burst := relayGCPercent, relayBurstGCPercent
+
+	step(5000, 0)                       // the whole storm accepted at once
+	for range 4 * int(gcQuiet/gcTick) { // four seconds of handshakes
+		step(0, 300)
+	}
+	tick <- now
+	if s, r := state(); !slices.Equal(s, []int{idle, burst}) || r != 0 {
+		t.Fatalf("while sessions start: GOGC set %v, released %d; want %d throughout", s, r, burst)
+	}
+	for range int(gcQuiet/gcTick) + 2 {
+		step(0, 0)
+	}
+	tick <- now
+	if s, r := state(); !slices.Equal(s, []int{idle, burst, idle}) || r != 1 {
+		t.Fatalf("after the storm: GOGC set %v, released %d; want back to %d and one release", s, r, idle)
+	}
 }

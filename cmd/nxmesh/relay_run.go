@@ -83,10 +83,7 @@ func (c *relayRunCmd) Run(ctx context.Context, g *Globals) error {
 	eg.Go(func() error { return s.Run(ctx) })
 	eg.Go(func() error { return c.serveDebug(ctx, g.Logger()) })
 	if tuner != nil {
-		tuner.counts = func() (int64, int64) {
-			st := s.Stats()
-			return st.Accepted, st.BundlesSent + st.DeltasSent + st.ResultsReceived
-		}
+		tuner.counts = func() (int64, int64) { return gcCounts(s.Stats()) }
 		eg.Go(func() error { tuner.runTicking(ctx); return nil })
 	}
 	if c.RenewURL != "" {
