@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/gorilla/websocket"
 
@@ -25,9 +24,20 @@ import (
 // its last desired bundle (cold start). Bundles are opaque: the relay never
 // decompresses them; the agent verifies the hash.
 
-// validHash is the shape of a bundle hash (hex sha256). Anything else is
-// refused before it becomes a file name.
-var validHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// isHash reports whether h has the shape of a bundle hash (hex sha256,
+// lower case). Anything else is refused before it can name a file. By
+// hand, not a regexp: the relay checks every assignment of a push.
+func isHash(h string) bool {
+	if len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // cachedBundle is one bundle in memory, framed once for every agent.
 type cachedBundle struct {
@@ -62,7 +72,7 @@ func openCache(stateDir string) (*cache, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !validHash.MatchString(name) {
+		if !isHash(name) {
 			continue // temp files of an interrupted write
 		}
 		data, err := os.ReadFile(filepath.Join(dir, name))
