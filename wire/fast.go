@@ -7,8 +7,8 @@ import (
 )
 
 // Hand-written codecs for the messages a fleet sends by the hundred
-// thousand: heartbeats, results, deltas, and the batches of results and
-// assignments between relays and the hub. Each takes exactly the form encoding/json gives its message and
+// thousand: heartbeats, results, deltas, and the batches of heartbeats,
+// results and assignments between relays and the hub. Each takes exactly the form encoding/json gives its message and
 // nothing else; anything else a peer sends still goes through
 // encoding/json, so the protocol is JSON as before and these are a
 // shortcut only. In a push to 50,000 agents encoding/json was a tenth of
@@ -29,6 +29,8 @@ func appendHeader(dst []byte, m Message) ([]byte, error) {
 		out, ok = appendResults(dst, m)
 	case *Desired:
 		out, ok = appendDesired(dst, m)
+	case *Heartbeats:
+		out, ok = appendHeartbeats(dst, m)
 	}
 	if ok {
 		return out, nil
@@ -131,6 +133,42 @@ func appendDesired(dst []byte, d *Desired) ([]byte, bool) {
 	return append(dst, `]}`...), true
 }
 
+// appendHeartbeats appends a batch of heartbeats as encoding/json writes
+// it, {"items":[{"agent":"…","appliedHash":"…","nginxUp":…,"at":…},…]}
+// (the hash left out when empty), when no agent or hash needs escaping.
+// A relay forwards every agent's heartbeats in them: 3,333 a second at
+// 50,000 agents.
+func appendHeartbeats(dst []byte, hbs *Heartbeats) ([]byte, bool) {
+	if len(hbs.Items) == 0 {
+		return dst, false // encoding/json writes a nil slice as null
+	}
+	start := len(dst)
+	dst = append(dst, `{"items":[`...)
+	for i := range hbs.Items {
+		it := &hbs.Items[i]
+		if !plainToken(it.Agent) || !plainToken(it.AppliedHash) {
+			return dst[:start], false
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"agent":"`...)
+		dst = append(dst, it.Agent...)
+		dst = append(dst, '"')
+		if it.AppliedHash != "" {
+			dst = append(dst, `,"appliedHash":"`...)
+			dst = append(dst, it.AppliedHash...)
+			dst = append(dst, '"')
+		}
+		dst = append(dst, `,"nginxUp":`...)
+		dst = strconv.AppendBool(dst, it.NginxUp)
+		dst = append(dst, `,"at":`...)
+		dst = strconv.AppendInt(dst, it.At, 10)
+		dst = append(dst, '}')
+	}
+	return append(dst, `]}`...), true
+}
+
 // decodeFast decodes header, of a frame of type t, with the decoders
 // below; false when none takes it.
 func decodeFast(t Type, header []byte) (Message, bool) {
@@ -154,6 +192,10 @@ func decodeFast(t Type, header []byte) (Message, bool) {
 	case TypeDesired:
 		if d, ok := decodeDesired(header); ok {
 			return d, true
+		}
+	case TypeHeartbeats:
+		if hbs, ok := decodeHeartbeats(header); ok {
+			return hbs, true
 		}
 	}
 	return nil, false
@@ -329,6 +371,58 @@ func decodeDesired(h []byte) (*Desired, bool) {
 			return nil, false
 		}
 		return d, true
+	}
+}
+
+// decodeHeartbeats decodes a batch of heartbeats in the form
+// appendHeartbeats gives it, with a non-negative "at"; the hub reads every
+// agent's heartbeats in them.
+func decodeHeartbeats(h []byte) (*Heartbeats, bool) {
+	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
+	if !ok {
+		return nil, false
+	}
+	hbs := &Heartbeats{Items: make([]AgentHeartbeat, 0, bytes.Count(rest, []byte(`{"agent":`)))}
+	for {
+		var it AgentHeartbeat
+		if it.Agent, rest, ok = plainString(rest, `{"agent":"`); !ok {
+			return nil, false
+		}
+		if r, ok := bytes.CutPrefix(rest, []byte(`,"appliedHash":"`)); ok {
+			end := bytes.IndexByte(r, '"')
+			if end <= 0 || !plainToken(r[:end]) {
+				return nil, false // appendHeartbeats leaves an empty one out
+			}
+			it.AppliedHash, rest = string(r[:end]), r[end+1:]
+		}
+		switch {
+		case bytes.HasPrefix(rest, []byte(`,"nginxUp":true,"at":`)):
+			it.NginxUp, rest = true, rest[len(`,"nginxUp":true,"at":`):]
+		case bytes.HasPrefix(rest, []byte(`,"nginxUp":false,"at":`)):
+			rest = rest[len(`,"nginxUp":false,"at":`):]
+		default:
+			return nil, false
+		}
+		var at uint64
+		if at, rest, ok = plainNumber(rest, math.MaxInt64); !ok {
+			return nil, false
+		}
+		it.At = int64(at)
+		if rest, ok = bytes.CutPrefix(rest, []byte(`}`)); !ok {
+			return nil, false
+		}
+		hbs.Items = append(hbs.Items, it)
+		if 1+len(hbs.Items) > MaxObjects {
+			return nil, false // encoding/json's way refuses it
+		}
+		if r, ok := bytes.CutPrefix(rest, []byte(`,`)); ok {
+			rest = r
+			continue
+		}
+		if !bytes.Equal(rest, []byte(`]}`)) {
+			return nil, false
+		}
+		return hbs, true
 	}
 }
 

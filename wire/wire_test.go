@@ -384,6 +384,25 @@ func TestDesiredFastPath(t *testing.T) {
 	})
 }
 
+// TestHeartbeatsFastPath: a relay forwards every agent's heartbeats to
+// the hub in batches.
+func TestHeartbeatsFastPath(t *testing.T) {
+	h := "sha256:" + strings.Repeat("ab", 32)
+	testFastPath(t, TypeHeartbeats, decodeHeartbeats, 6, []Heartbeats{
+		{Items: []AgentHeartbeat{{Agent: "agent-1", AppliedHash: h, NginxUp: true, At: 1764400000001}}},
+		{Items: []AgentHeartbeat{{Agent: "5f0c6a4e-0b1c-4f3e-9d7a-2f1e8b9c0d11", At: math.MaxInt64}, {Agent: "agent-2", AppliedHash: h}}},
+	}, []fastPathCase[Heartbeats]{
+		{`{"items":[]}`, &Heartbeats{Items: []AgentHeartbeat{}}},
+		{`{"items":null}`, &Heartbeats{}},
+		{`{"items":[{"at":1,"agent":"x","nginxUp":true}]}`, &Heartbeats{Items: []AgentHeartbeat{{Agent: "x", NginxUp: true, At: 1}}}},
+		{`{"items":[{"agent":"x","appliedHash":"","nginxUp":true,"at":1}]}`, &Heartbeats{Items: []AgentHeartbeat{{Agent: "x", NginxUp: true, At: 1}}}},
+		{`{"items":[{"agent":"x","nginxUp":false,"at":-1}]}`, &Heartbeats{Items: []AgentHeartbeat{{Agent: "x", At: -1}}}},
+		{`{"items":[{"agent":"x","nginxUp":false,"at":1.5}]}`, nil},
+		{`{"items":[{"agent":"x","nginxUp":0,"at":1}]}`, nil},
+		{`{"items":[{"agent":"x","nginxUp":false,"at":1}]}x`, nil},
+	})
+}
+
 // TestEncodeLongHeader: a header of 128 bytes or more takes a two-byte
 // length, which appendFrame makes room for after the header is written.
 func TestEncodeLongHeader(t *testing.T) {
@@ -537,6 +556,7 @@ func FuzzDecode(f *testing.F) {
 				agreesWithJSON(t, header, decodeBundleDelta)
 				agreesWithJSON(t, header, decodeResults)
 				agreesWithJSON(t, header, decodeDesired)
+				agreesWithJSON(t, header, decodeHeartbeats)
 			}
 		}
 		m, payload, err := Decode(frame)
@@ -599,6 +619,7 @@ func FuzzEncode(f *testing.F) {
 			&res,
 			&Results{Items: []AgentResult{{Agent: agent, Result: res}, {Agent: "agent-2", Result: Result{Hash: hash, State: ResultApplied}}}},
 			&Desired{Items: []DesiredBundle{{Agent: agent, Hash: hash}, {Agent: "agent-2", Hash: state}}},
+			&Heartbeats{Items: []AgentHeartbeat{{Agent: agent, AppliedHash: hash, NginxUp: up, At: ms}, {Agent: "agent-2", AppliedHash: state, At: int64(seq)}}},
 		} {
 			slow, err := appendJSON(nil, m)
 			if err != nil {
