@@ -82,55 +82,32 @@ func appendResult(dst []byte, r *Result) ([]byte, bool) {
 // {"items":[{"agent":"…","result":{…}},…]}, when every item's agent needs
 // no escaping and appendResult takes its result.
 func appendResults(dst []byte, rs *Results) ([]byte, bool) {
-	if len(rs.Items) == 0 {
-		return dst, false // encoding/json writes a nil slice as null
-	}
-	start := len(dst)
-	dst = append(dst, `{"items":[`...)
-	for i := range rs.Items {
-		it := &rs.Items[i]
+	return appendItems(dst, rs.Items, func(dst []byte, it *AgentResult) ([]byte, bool) {
 		if !plainToken(it.Agent) {
-			return dst[:start], false
-		}
-		if i > 0 {
-			dst = append(dst, ',')
+			return dst, false
 		}
 		dst = append(dst, `{"agent":"`...)
 		dst = append(dst, it.Agent...)
 		dst = append(dst, `","result":`...)
-		var ok bool
-		if dst, ok = appendResult(dst, &it.Result); !ok {
-			return dst[:start], false
-		}
-		dst = append(dst, '}')
-	}
-	return append(dst, `]}`...), true
+		dst, ok := appendResult(dst, &it.Result)
+		return append(dst, '}'), ok
+	})
 }
 
 // appendDesired appends a batch of assignments as encoding/json writes
 // it, {"items":[{"agent":"…","hash":"…"},…]}, when no agent or hash needs
 // escaping.
 func appendDesired(dst []byte, d *Desired) ([]byte, bool) {
-	if len(d.Items) == 0 {
-		return dst, false // encoding/json writes a nil slice as null
-	}
-	start := len(dst)
-	dst = append(dst, `{"items":[`...)
-	for i := range d.Items {
-		it := &d.Items[i]
+	return appendItems(dst, d.Items, func(dst []byte, it *DesiredBundle) ([]byte, bool) {
 		if !plainToken(it.Agent) || !plainToken(it.Hash) {
-			return dst[:start], false
-		}
-		if i > 0 {
-			dst = append(dst, ',')
+			return dst, false
 		}
 		dst = append(dst, `{"agent":"`...)
 		dst = append(dst, it.Agent...)
 		dst = append(dst, `","hash":"`...)
 		dst = append(dst, it.Hash...)
-		dst = append(dst, `"}`...)
-	}
-	return append(dst, `]}`...), true
+		return append(dst, `"}`...), true
+	})
 }
 
 // appendHeartbeats appends a batch of heartbeats as encoding/json writes
@@ -139,18 +116,9 @@ func appendDesired(dst []byte, d *Desired) ([]byte, bool) {
 // A relay forwards every agent's heartbeats in them: 3,333 a second at
 // 50,000 agents.
 func appendHeartbeats(dst []byte, hbs *Heartbeats) ([]byte, bool) {
-	if len(hbs.Items) == 0 {
-		return dst, false // encoding/json writes a nil slice as null
-	}
-	start := len(dst)
-	dst = append(dst, `{"items":[`...)
-	for i := range hbs.Items {
-		it := &hbs.Items[i]
+	return appendItems(dst, hbs.Items, func(dst []byte, it *AgentHeartbeat) ([]byte, bool) {
 		if !plainToken(it.Agent) || !plainToken(it.AppliedHash) {
-			return dst[:start], false
-		}
-		if i > 0 {
-			dst = append(dst, ',')
+			return dst, false
 		}
 		dst = append(dst, `{"agent":"`...)
 		dst = append(dst, it.Agent...)
@@ -164,7 +132,27 @@ func appendHeartbeats(dst []byte, hbs *Heartbeats) ([]byte, bool) {
 		dst = strconv.AppendBool(dst, it.NginxUp)
 		dst = append(dst, `,"at":`...)
 		dst = strconv.AppendInt(dst, it.At, 10)
-		dst = append(dst, '}')
+		return append(dst, '}'), true
+	})
+}
+
+// appendItems appends {"items":[…]} with each item written by item; false,
+// with dst as it was, when item refuses one or there are none
+// (encoding/json writes a nil slice as null).
+func appendItems[T any](dst []byte, items []T, item func([]byte, *T) ([]byte, bool)) ([]byte, bool) {
+	if len(items) == 0 {
+		return dst, false
+	}
+	start := len(dst)
+	dst = append(dst, `{"items":[`...)
+	for i := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var ok bool
+		if dst, ok = item(dst, &items[i]); !ok {
+			return dst[:start], false
+		}
 	}
 	return append(dst, `]}`...), true
 }
@@ -306,92 +294,56 @@ func decodeBundleDelta(h []byte) (*BundleDelta, bool) {
 // appendResults gives it; the hub reads one per relay every few
 // milliseconds of a push.
 func decodeResults(h []byte) (*Results, bool) {
-	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
+	items, ok := decodeItems(h, 2, func(b []byte) (it AgentResult, rest []byte, ok bool) {
+		if it.Agent, rest, ok = plainString(b, `{"agent":"`); !ok {
+			return it, nil, false
+		}
+		if rest, ok = bytes.CutPrefix(rest, []byte(`,"result":`)); !ok {
+			return it, nil, false
+		}
+		if rest, ok = parseApplied(rest, &it.Result); !ok {
+			return it, nil, false
+		}
+		rest, ok = bytes.CutPrefix(rest, []byte(`}`))
+		return it, rest, ok
+	})
 	if !ok {
 		return nil, false
 	}
-	rs := &Results{Items: make([]AgentResult, 0, bytes.Count(rest, []byte(`{"agent":`)))}
-	for {
-		var it AgentResult
-		if it.Agent, rest, ok = plainString(rest, `{"agent":"`); !ok {
-			return nil, false
-		}
-		if rest, ok = bytes.CutPrefix(rest, []byte(`,"result":`)); !ok {
-			return nil, false
-		}
-		if rest, ok = parseApplied(rest, &it.Result); !ok {
-			return nil, false
-		}
-		if rest, ok = bytes.CutPrefix(rest, []byte(`}`)); !ok {
-			return nil, false
-		}
-		rs.Items = append(rs.Items, it)
-		if 1+2*len(rs.Items) > MaxObjects {
-			return nil, false // encoding/json's way refuses it
-		}
-		if r, ok := bytes.CutPrefix(rest, []byte(`,`)); ok {
-			rest = r
-			continue
-		}
-		if !bytes.Equal(rest, []byte(`]}`)) {
-			return nil, false
-		}
-		return rs, true
-	}
+	return &Results{Items: items}, true
 }
 
 // decodeDesired decodes a batch of assignments in the form appendDesired
 // gives it; every relay reads its agents' share of a push in them.
 func decodeDesired(h []byte) (*Desired, bool) {
-	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
+	items, ok := decodeItems(h, 1, func(b []byte) (it DesiredBundle, rest []byte, ok bool) {
+		if it.Agent, rest, ok = plainString(b, `{"agent":"`); !ok {
+			return it, nil, false
+		}
+		if it.Hash, rest, ok = plainString(rest, `,"hash":"`); !ok {
+			return it, nil, false
+		}
+		rest, ok = bytes.CutPrefix(rest, []byte(`}`))
+		return it, rest, ok
+	})
 	if !ok {
 		return nil, false
 	}
-	d := &Desired{Items: make([]DesiredBundle, 0, bytes.Count(rest, []byte(`{"agent":`)))}
-	for {
-		var it DesiredBundle
-		if it.Agent, rest, ok = plainString(rest, `{"agent":"`); !ok {
-			return nil, false
-		}
-		if it.Hash, rest, ok = plainString(rest, `,"hash":"`); !ok {
-			return nil, false
-		}
-		if rest, ok = bytes.CutPrefix(rest, []byte(`}`)); !ok {
-			return nil, false
-		}
-		d.Items = append(d.Items, it)
-		if 1+len(d.Items) > MaxObjects {
-			return nil, false // encoding/json's way refuses it
-		}
-		if r, ok := bytes.CutPrefix(rest, []byte(`,`)); ok {
-			rest = r
-			continue
-		}
-		if !bytes.Equal(rest, []byte(`]}`)) {
-			return nil, false
-		}
-		return d, true
-	}
+	return &Desired{Items: items}, true
 }
 
 // decodeHeartbeats decodes a batch of heartbeats in the form
 // appendHeartbeats gives it, with a non-negative "at"; the hub reads every
 // agent's heartbeats in them.
 func decodeHeartbeats(h []byte) (*Heartbeats, bool) {
-	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
-	if !ok {
-		return nil, false
-	}
-	hbs := &Heartbeats{Items: make([]AgentHeartbeat, 0, bytes.Count(rest, []byte(`{"agent":`)))}
-	for {
-		var it AgentHeartbeat
-		if it.Agent, rest, ok = plainString(rest, `{"agent":"`); !ok {
-			return nil, false
+	items, ok := decodeItems(h, 1, func(b []byte) (it AgentHeartbeat, rest []byte, ok bool) {
+		if it.Agent, rest, ok = plainString(b, `{"agent":"`); !ok {
+			return it, nil, false
 		}
 		if r, ok := bytes.CutPrefix(rest, []byte(`,"appliedHash":"`)); ok {
 			end := bytes.IndexByte(r, '"')
 			if end <= 0 || !plainToken(r[:end]) {
-				return nil, false // appendHeartbeats leaves an empty one out
+				return it, nil, false // appendHeartbeats leaves an empty one out
 			}
 			it.AppliedHash, rest = string(r[:end]), r[end+1:]
 		}
@@ -401,19 +353,41 @@ func decodeHeartbeats(h []byte) (*Heartbeats, bool) {
 		case bytes.HasPrefix(rest, []byte(`,"nginxUp":false,"at":`)):
 			rest = rest[len(`,"nginxUp":false,"at":`):]
 		default:
-			return nil, false
+			return it, nil, false
 		}
 		var at uint64
 		if at, rest, ok = plainNumber(rest, math.MaxInt64); !ok {
-			return nil, false
+			return it, nil, false
 		}
 		it.At = int64(at)
-		if rest, ok = bytes.CutPrefix(rest, []byte(`}`)); !ok {
+		rest, ok = bytes.CutPrefix(rest, []byte(`}`))
+		return it, rest, ok
+	})
+	if !ok {
+		return nil, false
+	}
+	return &Heartbeats{Items: items}, true
+}
+
+// decodeItems decodes {"items":[…]}, at least one item, each parsed by
+// item from the start of what is left (every batch's items begin with
+// their agent, which sizes the slice). objects is how many JSON objects
+// an item holds: a batch over MaxObjects is left to encoding/json, which
+// refuses it.
+func decodeItems[T any](h []byte, objects int, item func([]byte) (T, []byte, bool)) ([]T, bool) {
+	rest, ok := bytes.CutPrefix(h, []byte(`{"items":[`))
+	if !ok {
+		return nil, false
+	}
+	items := make([]T, 0, bytes.Count(rest, []byte(`{"agent":`)))
+	for {
+		var it T
+		if it, rest, ok = item(rest); !ok {
 			return nil, false
 		}
-		hbs.Items = append(hbs.Items, it)
-		if 1+len(hbs.Items) > MaxObjects {
-			return nil, false // encoding/json's way refuses it
+		items = append(items, it)
+		if 1+objects*len(items) > MaxObjects {
+			return nil, false
 		}
 		if r, ok := bytes.CutPrefix(rest, []byte(`,`)); ok {
 			rest = r
@@ -422,7 +396,7 @@ func decodeHeartbeats(h []byte) (*Heartbeats, bool) {
 		if !bytes.Equal(rest, []byte(`]}`)) {
 			return nil, false
 		}
-		return hbs, true
+		return items, true
 	}
 }
 
