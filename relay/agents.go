@@ -203,13 +203,15 @@ func (s *Server) startAgentSession(conn *wire.Conn, id pki.Identity, remote stri
 // under a quarter of it is in use. The parked read (gorilla, then
 // crypto/tls) fits in 4 KiB; decoding a message with encoding/json does
 // not, and would leave every agent that ever sent a result with an 8 KiB
-// stack. So after any message but a heartbeat the next read starts on a
-// fresh goroutine, small again. Heartbeats, the steady traffic of an idle
-// fleet, are decoded without encoding/json and answered with a pong
-// within the stack the read needs (50,000-agent profiles show no stack
-// growth on that path), so they are handled here and the same goroutine
-// reads on: starting a goroutine per heartbeat cost the relay a tenth of
-// its CPU in the scheduler, waking a second thread for each one.
+// stack. So after any message but a heartbeat or an applied result the
+// next read starts on a fresh goroutine, small again. Heartbeats, the
+// steady traffic of an idle fleet, are decoded without encoding/json and
+// answered with a pong within the stack the read needs (50,000-agent
+// profiles show no stack growth on that path), so they are handled here
+// and the same goroutine reads on: starting a goroutine per heartbeat cost
+// the relay a tenth of its CPU in the scheduler, waking a second thread
+// for each one. Applied results, as agents send them, take the same
+// shortcut (wire/fast.go) and the same path.
 func (s *Server) readAgent(a *agentConn) {
 	for {
 		// Not s.sessions: watching a context costs every parked session a
@@ -234,6 +236,13 @@ func (s *Server) readAgent(a *agentConn) {
 			continue
 		case *wire.Result:
 			s.onResult(a, m)
+			if m.State == wire.ResultApplied && m.Reason == "" && m.Output == "" && m.File == "" {
+				// In the form agents send it, an applied result is decoded
+				// without encoding/json, as a heartbeat is, and every agent
+				// sends one at once in a push: a goroutine for the next read
+				// cost the relay a hand-off under s.mu per agent.
+				continue
+			}
 		case *wire.NeedBundle:
 			s.onNeedBundle(a, m)
 		default:
