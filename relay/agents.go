@@ -28,10 +28,10 @@ import (
 // session silent for 3 heartbeat intervals is dropped by the read deadline.
 
 // pongEvery is the gap, in half heartbeat intervals (3: 1.5 intervals),
-// below which a heartbeat is not answered with a pong. Agents drop a session silent for 3 intervals;
-// with heartbeats every interval a pong goes out every second heartbeat,
-// 2 intervals apart, and a heartbeat late by up to half an interval still
-// gets one. Half the pongs are half the write system calls of an idle
+// below which a heartbeat is not answered with a pong. Agents drop a
+// session silent for 3 intervals; with heartbeats every interval a pong
+// goes out every second heartbeat, 2 intervals apart, and a heartbeat late
+// by up to half an interval still gets one. Half the pongs are half the write system calls of an idle
 // fleet, the largest part of its cost to a relay (docs/bench.md).
 const pongEvery = 3
 

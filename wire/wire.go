@@ -334,10 +334,10 @@ func Decode(frame []byte) (Message, []byte, error) {
 	if len(payload) > 0 && !HasPayload(t) {
 		return nil, nil, fmt.Errorf("decode %s: unexpected %d-byte payload: %w", t, len(payload), ErrMalformed)
 	}
+	if len(payload) == 0 {
+		payload = nil
+	}
 	if m, ok := decodeFast(t, header); ok {
-		if len(payload) == 0 {
-			payload = nil
-		}
 		return m, payload, nil
 	}
 	if countObjects(header) > MaxObjects {
@@ -346,9 +346,6 @@ func Decode(frame []byte) (Message, []byte, error) {
 	m := newMessage(t)
 	if err := json.Unmarshal(header, m); err != nil {
 		return nil, nil, fmt.Errorf("decode %s header: %v: %w", t, err, ErrMalformed)
-	}
-	if len(payload) == 0 {
-		payload = nil
 	}
 	return m, payload, nil
 }
