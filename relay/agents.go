@@ -370,8 +370,8 @@ func (s *Server) onResult(a *agentConn, res *wire.Result) {
 	}
 	s.lastResult[a.id] = &r
 	// Results are never dropped: they stay pending until written upstream.
-	// They go at once (an operator waits for them); results that arrive
-	// while a write is in flight share the next one.
+	// A result goes at once (an operator waits for it); those that follow
+	// within FlushLinger share the next write.
 	s.up.results = append(s.up.results, wire.AgentResult{Agent: a.id, Result: r})
 	s.kickLocked()
 }

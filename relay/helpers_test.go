@@ -179,15 +179,16 @@ type testHub struct {
 	srv *http.Server
 	wg  sync.WaitGroup
 
-	mu        sync.Mutex // guards the fields below
-	bundles   map[string]hubBundle
-	desired   map[string]string
-	fetches   map[string]int
-	results   []wire.AgentResult
-	snapshots []wire.Snapshot
-	deltas    []wire.SessionDelta
-	beats     int
-	conns     map[*wire.Conn]bool
+	mu         sync.Mutex // guards the fields below
+	bundles    map[string]hubBundle
+	desired    map[string]string
+	fetches    map[string]int
+	results    []wire.AgentResult
+	resultMsgs int // Results messages received
+	snapshots  []wire.Snapshot
+	deltas     []wire.SessionDelta
+	beats      int
+	conns      map[*wire.Conn]bool
 }
 
 type hubBundle struct {
@@ -291,6 +292,7 @@ func (h *testHub) serve(w http.ResponseWriter, r *http.Request) {
 			continue
 		case *wire.Results:
 			h.results = append(h.results, m.Items...)
+			h.resultMsgs++
 		case *wire.Heartbeats:
 			h.beats += len(m.Items)
 		case *wire.SessionDelta:

@@ -76,6 +76,11 @@ type Config struct {
 	// FlushInterval is how often heartbeats, results and session deltas go
 	// upstream (default 1 s); a large batch goes at once.
 	FlushInterval time.Duration
+	// FlushLinger is the least time between two flushes that a result, a
+	// session change or a full batch asks for (default 10 ms): the first
+	// goes at once, what follows waits out the rest of it and shares one
+	// write, so that a push's results go up hundreds at a time.
+	FlushLinger time.Duration
 	// MinBackoff and MaxBackoff bound the upstream reconnect delay
 	// (defaults 500 ms and 30 s); each wait is drawn with full jitter.
 	MinBackoff, MaxBackoff time.Duration
@@ -128,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = time.Second
+	}
+	if c.FlushLinger <= 0 {
+		c.FlushLinger = 10 * time.Millisecond
 	}
 	if c.MinBackoff <= 0 {
 		c.MinBackoff = 500 * time.Millisecond

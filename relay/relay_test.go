@@ -185,6 +185,35 @@ func TestOneFetchPerHashForManyAgents(t *testing.T) {
 	}
 }
 
+// TestResultsShareUpstreamWrites: the results of a push to 20 agents reach
+// the hub, in at most two Results messages: flushes that results ask for
+// are FlushLinger apart, and the acks arrive within less than that.
+func TestResultsShareUpstreamWrites(t *testing.T) {
+	c := openCA(t, 2)
+	hub := startTestHub(t, c, "hub-1")
+	r, _ := startRelay(t, c, t.TempDir(), []string{hub.url}, func(cfg *relay.Config) {
+		cfg.FlushInterval = time.Hour // only what is kicked goes up
+		cfg.FlushLinger = time.Second
+	})
+	var ids []string
+	for range 20 {
+		ids = append(ids, startMemAgent(t, c, r.url).id)
+	}
+	eventually(t, 20*time.Second, "20 agents connected", func() bool { return r.Stats().AgentsConnected == 20 })
+	eventually(t, 10*time.Second, "upstream connected", func() bool { return hub.connected() })
+	b := testBundle(t, "shared", 1<<10)
+	hub.addBundle(b)
+	hub.setDesired(b.Hash, ids...)
+	for _, id := range ids {
+		eventually(t, 20*time.Second, "ack from "+id, func() bool { return hub.acked(id, b.Hash, wire.ResultApplied) })
+	}
+	hub.mu.Lock()
+	defer hub.mu.Unlock()
+	if hub.resultMsgs > 2 {
+		t.Errorf("20 results went up in %d Results messages, want at most 2", hub.resultMsgs)
+	}
+}
+
 // rawAgent dials the relay as an agent without the Session, to misbehave.
 func rawAgent(t testing.TB, tlsCfg *tls.Config, url string) (*websocket.Conn, error) {
 	t.Helper()

@@ -172,12 +172,23 @@ func (s *Server) upstreamSession(ctx context.Context, conn *wire.Conn) (establis
 	})
 	flush := s.cfg.Clock.After(s.cfg.FlushInterval)
 	ping := s.cfg.Clock.After(upstreamPing)
+	var flushed time.Time       // when the last flush began
+	var linger <-chan time.Time // set while a kicked flush waits out FlushLinger
 	for {
 		select {
 		case <-sctx.Done():
 			conn.CloseNow()
 			return true, <-readErr
 		case <-s.upKick:
+			if linger != nil {
+				continue
+			}
+			if d := s.cfg.FlushLinger - s.cfg.Clock.Now().Sub(flushed); d > 0 {
+				linger = s.cfg.Clock.After(d)
+				continue
+			}
+		case <-linger:
+			linger = nil
 		case <-flush:
 			flush = s.cfg.Clock.After(s.cfg.FlushInterval)
 		case <-ping:
@@ -188,6 +199,7 @@ func (s *Server) upstreamSession(ctx context.Context, conn *wire.Conn) (establis
 			}
 			continue
 		}
+		flushed = s.cfg.Clock.Now()
 		if err := s.flush(conn); err != nil {
 			conn.CloseNow()
 			return true, errors.Join(err, <-readErr)
