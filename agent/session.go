@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -104,6 +106,12 @@ type Session struct {
 	// the result, that the old bundle is live; the next change would then
 	// be a delta from a bundle the agent no longer has.
 	sendMu sync.Mutex
+
+	// readAt and appliedAt are when, on the current connection, the last
+	// message from the relay was read and the last applied Result was
+	// written (Clock, Unix nanoseconds; math.MinInt64: not yet). The heartbeat skips
+	// a beat when both are recent (see heartbeat).
+	readAt, appliedAt atomic.Int64
 }
 
 // Report turns an apply outcome into a Result and sends it (or keeps it
@@ -138,6 +146,9 @@ func (s *Session) sendPending() {
 	s.sendMu.Unlock()
 	if err != nil {
 		return
+	}
+	if r.State == string(Applied) {
+		s.appliedAt.Store(s.Clock.Now().UnixNano())
 	}
 	s.mu.Lock()
 	if s.pending == r {
@@ -319,6 +330,8 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	defer conn.CloseNow()
 	s.Logger.Info("connected to relay", "relay", url, "desired", short(welcome.DesiredHash), "applied", short(live))
 
+	s.readAt.Store(s.Clock.Now().UnixNano())
+	s.appliedAt.Store(math.MinInt64)
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
@@ -354,6 +367,7 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 			}
 			return true, err
 		}
+		s.readAt.Store(s.Clock.Now().UnixNano())
 		switch m := m.(type) {
 		case *wire.Bundle:
 			s.onBundle(m, payload)
@@ -442,6 +456,16 @@ func (s *Session) sizeLimit(size int64) int {
 
 // heartbeat sends a Heartbeat every interval, and a ping after it when
 // ping is set; the relay's pongs keep the session's read deadline.
+//
+// A beat is skipped when, within the last half interval, the session both
+// read a message from the relay and wrote an applied Result: the Result
+// told the relay what the Heartbeat would (the live hash, nginx serving
+// it) and the read proved the relay alive. In a push every agent does
+// both, so a fleet sends half as many heartbeats while a push is under
+// way. Neither side's deadline comes nearer: the relay hears from the
+// agent at least every 2 intervals (its deadline is 3), and the relay's
+// pong for a heartbeat at the latest 2 intervals after the skip comes at
+// most 2.5 intervals after the read (the agent's deadline is 3).
 func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.Duration, ping bool) {
 	var seq uint64
 	for {
@@ -449,6 +473,9 @@ func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.
 		case <-ctx.Done():
 			return
 		case <-s.Clock.After(interval):
+		}
+		if since := s.Clock.Now().UnixNano() - interval.Nanoseconds()/2; s.readAt.Load() >= since && s.appliedAt.Load() >= since {
+			continue
 		}
 		seq++
 		s.sendMu.Lock()

@@ -336,6 +336,7 @@ func (s *Server) sessionLocked(a *agentConn) wire.AgentSession {
 // onHeartbeat records hb, which arrived at now, for the hub. It returns
 // false when the relay is stopping: the session ends rather than read on.
 func (s *Server) onHeartbeat(a *agentConn, hb *wire.Heartbeat, now time.Time) bool {
+	s.heartbeats.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping {

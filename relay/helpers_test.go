@@ -479,7 +479,7 @@ func startMemAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
 
 func startMemAgentWith(t testing.TB, tlsCfg *tls.Config, id string, relays ...string) *memAgent {
 	t.Helper()
-	return startAgent(t, tlsCfg, id, false, relays...)
+	return startAgent(t, tlsCfg, id, false, nil, relays...)
 }
 
 // startDeltaAgent is startMemAgent for an agent that keeps its last
@@ -487,13 +487,14 @@ func startMemAgentWith(t testing.TB, tlsCfg *tls.Config, id string, relays ...st
 func startDeltaAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
 	t.Helper()
 	tlsCfg, id := agentTLS(t, c)
-	return startAgent(t, tlsCfg, id, true, relays...)
+	return startAgent(t, tlsCfg, id, true, nil, relays...)
 }
 
-func startAgent(t testing.TB, tlsCfg *tls.Config, id string, deltas bool, relays ...string) *memAgent {
+// startAgent starts a memAgent; clock, when set, is its session's.
+func startAgent(t testing.TB, tlsCfg *tls.Config, id string, deltas bool, clock agent.Clock, relays ...string) *memAgent {
 	t.Helper()
 	a := &memAgent{id: id, applier: &memApplier{}}
-	sess := &agent.Session{Relays: relays, TLS: tlsCfg, Applier: a.applier, Logger: quiet(),
+	sess := &agent.Session{Relays: relays, TLS: tlsCfg, Applier: a.applier, Logger: quiet(), Clock: clock,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	loop := agent.NewLoop(a.applier.apply, nil, sess.Report)
 	sess.Loop = loop

@@ -2,6 +2,8 @@ package relay_test
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +125,96 @@ func TestSessionLivesOnPongs(t *testing.T) {
 	time.Sleep(8 * interval)
 	if n := a.connects.Load(); n != 1 || r.Stats().AgentsConnected != 1 {
 		t.Errorf("after 8 heartbeat intervals: %d sessions established, %d connected; want the first still up", n, r.Stats().AgentsConnected)
+	}
+}
+
+// manualClock is an agent clock the test moves: Now is what set made it,
+// and a channel from After fires once set passes its deadline.
+type manualClock struct {
+	mu      sync.Mutex // guards the fields below
+	now     time.Time
+	waiters []manualWaiter
+}
+
+type manualWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, manualWaiter{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *manualClock) set(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = now
+	c.waiters = slices.DeleteFunc(c.waiters, func(w manualWaiter) bool {
+		if w.at.After(now) {
+			return false
+		}
+		w.ch <- now
+		return true
+	})
+}
+
+// waiting reports whether something waits for at.
+func (c *manualClock) waiting(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.ContainsFunc(c.waiters, func(w manualWaiter) bool { return w.at.Equal(at) })
+}
+
+// TestHeartbeatSkippedAfterApply: an agent that, within the last half
+// interval, read a bundle and wrote its applied Result skips that
+// heartbeat, and sends the next one. The agent's clock is the test's:
+// at 0.6 intervals a push is applied, the beat at 1 is skipped, the beat
+// at 2 goes.
+func TestHeartbeatSkippedAfterApply(t *testing.T) {
+	c := openCA(t, 14)
+	const interval = time.Second // startRelay's
+	hub := startTestHub(t, c, "hub-1")
+	r, _ := startRelay(t, c, t.TempDir(), []string{hub.url}, nil)
+	eventually(t, 10*time.Second, "upstream connected", func() bool { return hub.connected() })
+
+	t0 := time.Unix(1_000_000, 0)
+	at := func(intervals float64) time.Time { return t0.Add(time.Duration(intervals * float64(interval))) }
+	clk := &manualClock{now: t0}
+	tlsCfg, id := agentTLS(t, c)
+	startAgent(t, tlsCfg, id, false, clk, r.url)
+	// The session is up once its heartbeat waits for its first beat.
+	eventually(t, 10*time.Second, "session up", func() bool { return clk.waiting(at(1)) })
+
+	push := func(name string) {
+		b := testBundle(t, name, 1<<10)
+		hub.addBundle(b)
+		hub.setDesired(b.Hash, id)
+		eventually(t, 10*time.Second, "ack of "+name, func() bool { return hub.acked(id, b.Hash, wire.ResultApplied) })
+	}
+	clk.set(at(0.6))
+	push("first")
+	clk.set(at(1))
+	eventually(t, 10*time.Second, "the beat at 1 handled", func() bool { return clk.waiting(at(2)) })
+	clk.set(at(2))
+	eventually(t, 10*time.Second, "the beat at 2 handled", func() bool { return clk.waiting(at(3)) })
+	// A result the relay reads after whatever heartbeats were written
+	// before it: once it is acked, they are counted.
+	push("second")
+	if n := r.Stats().HeartbeatsReceived; n != 1 {
+		t.Errorf("relay received %d heartbeats, want 1 (the beat at 1 skipped, the one at 2 sent)", n)
 	}
 }

@@ -170,6 +170,8 @@ type Stats struct {
 	BundlesSent, DeltasSent int64
 	// ResultsReceived counts agents' Results (applies, rejections, ...).
 	ResultsReceived int64
+	// HeartbeatsReceived counts agents' Heartbeats.
+	HeartbeatsReceived int64
 	// Accepted counts connections the relay's own listener accepted (none
 	// when the relay is mounted on another server).
 	Accepted int64
@@ -225,6 +227,7 @@ type Server struct {
 	deltasSent  atomic.Int64
 	bundlesSent atomic.Int64
 	results     atomic.Int64
+	heartbeats  atomic.Int64
 	fetches     atomic.Int64
 	accepted    atomic.Int64
 	expired     atomic.Int64
@@ -274,17 +277,18 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
-		AgentsConnected:   len(s.agents),
-		SlowDisconnects:   s.slow.Load(),
-		BundlesCached:     s.cache.len(),
-		UpstreamConnected: s.upConnected,
-		FetchesSent:       s.fetches.Load(),
-		DeltasSent:        s.deltasSent.Load(),
-		BundlesSent:       s.bundlesSent.Load(),
-		ResultsReceived:   s.results.Load(),
-		Accepted:          s.accepted.Load(),
-		Expired:           s.expired.Load(),
-		SessionsStarted:   s.started.Load(),
+		AgentsConnected:    len(s.agents),
+		SlowDisconnects:    s.slow.Load(),
+		BundlesCached:      s.cache.len(),
+		UpstreamConnected:  s.upConnected,
+		FetchesSent:        s.fetches.Load(),
+		DeltasSent:         s.deltasSent.Load(),
+		BundlesSent:        s.bundlesSent.Load(),
+		ResultsReceived:    s.results.Load(),
+		HeartbeatsReceived: s.heartbeats.Load(),
+		Accepted:           s.accepted.Load(),
+		Expired:            s.expired.Load(),
+		SessionsStarted:    s.started.Load(),
 	}
 }
 
