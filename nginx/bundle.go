@@ -6,10 +6,12 @@ package nginx
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"path"
 	"path/filepath"
@@ -39,6 +41,23 @@ type Bundle struct {
 	Hash string
 	// Files are sorted by Path and include GenerationFile.
 	Files []File
+
+	// states, set by Verify, holds the hash's running state after each
+	// content file (every file but GenerationFile) of hashed, in order,
+	// stateSize bytes each. A bundle built from this one that keeps its
+	// first files (ApplyDelta) resumes hashing after them, as long as
+	// Files is still the slice Verify hashed (files are never modified in
+	// place).
+	states []byte
+	hashed []File
+}
+
+// resumable is b's states when they are those of its Files.
+func (b *Bundle) resumable() []byte {
+	if len(b.Files) == 0 || len(b.hashed) != len(b.Files) || &b.hashed[0] != &b.Files[0] {
+		return nil
+	}
+	return b.states
 }
 
 // Seal sorts files, computes the bundle hash and adds GenerationFile. The
@@ -65,14 +84,23 @@ func Seal(files []File) (*Bundle, error) {
 
 // Verify checks that the files hash to b.Hash and that GenerationFile
 // matches it: a bundle that arrived over the network is checked before use.
-func (b *Bundle) Verify() error {
-	var content []File
+func (b *Bundle) Verify() error { return b.verifyFrom(nil) }
+
+// verifyFrom is Verify for a bundle built from base: the hash resumes
+// after the leading content files b shares with base, from base's state
+// after them, rather than hashing them again. Every push rebuilds a
+// bundle from the agent's live one; most of its files are the live one's.
+func (b *Bundle) verifyFrom(base *Bundle) error {
+	from, prior := 0, []byte(nil)
+	if base != nil {
+		if prior = base.resumable(); prior != nil {
+			from = sharedContent(base, b)
+		}
+	}
 	var gen []byte
 	seen := false
+	n := 0 // content files so far
 	for i, f := range b.Files {
-		if err := checkPath(f.Path); err != nil {
-			return err
-		}
 		if i > 0 && b.Files[i-1].Path >= f.Path {
 			return fmt.Errorf("bundle files are not sorted or not unique at %s", f.Path)
 		}
@@ -80,17 +108,26 @@ func (b *Bundle) Verify() error {
 			gen, seen = f.Data, true
 			continue
 		}
-		content = append(content, f)
+		// The first from are base's, whose paths passed when it was
+		// verified.
+		if n++; n <= from {
+			continue
+		}
+		if err := checkPath(f.Path); err != nil {
+			return err
+		}
 	}
 	if !seen {
 		return fmt.Errorf("bundle has no %s", GenerationFile)
 	}
-	if got := hashFiles(content); got != b.Hash {
+	got, states := hashContent(b.Files, from, prior, true)
+	if got != b.Hash {
 		return fmt.Errorf("bundle hash mismatch: files hash to %s, bundle says %s", got, b.Hash)
 	}
 	if string(gen) != string(generationConf(b.Hash)) {
 		return fmt.Errorf("bundle %s does not match its hash", GenerationFile)
 	}
+	b.states, b.hashed = states, b.Files
 	return nil
 }
 
@@ -140,15 +177,63 @@ func writeSync(p string, data []byte, mode os.FileMode) error {
 	return fh.Close()
 }
 
-// hashFiles is the canonical encoding: for each file in path order, the
-// uvarint length and bytes of the path, a flags byte (1 = secret), then the
-// uvarint length and bytes of the data.
+// hashFiles is the bundle hash of files, which do not include
+// GenerationFile.
 func hashFiles(files []File) string {
-	h := sha256.New()
+	h, _ := hashContent(files, 0, nil, false)
+	return h
+}
+
+// runningHash is what the bundle hash needs of sha256's digest: saving
+// and restoring its running state.
+type runningHash interface {
+	hash.Hash
+	encoding.BinaryAppender
+	encoding.BinaryUnmarshaler
+}
+
+// stateSize is the length of one saved running state.
+var stateSize = func() int {
+	st, err := sha256.New().(runningHash).AppendBinary(nil)
+	if err != nil {
+		panic(err)
+	}
+	return len(st)
+}()
+
+// hashContent is the canonical encoding's hash of every file but
+// GenerationFile: for each in path order, the uvarint length and bytes of
+// the path, a flags byte (1 = secret), then the uvarint length and bytes
+// of the data. It resumes after the first from of them, from their state
+// in prior (the states of a bundle whose first from content files are
+// these). With keep, it returns the state after each content file too.
+func hashContent(files []File, from int, prior []byte, keep bool) (string, []byte) {
+	h := sha256.New().(runningHash)
+	if from > len(prior)/stateSize {
+		from = len(prior) / stateSize
+	}
+	var states []byte
+	if from > 0 {
+		if err := h.UnmarshalBinary(prior[(from-1)*stateSize : from*stateSize]); err != nil {
+			from = 0
+			h.Reset()
+		}
+	}
+	if keep {
+		states = make([]byte, 0, len(files)*stateSize)
+		states = append(states, prior[:from*stateSize]...)
+	}
 	// Each file's path and lengths go in as one write, its data as
-	// another: every agent hashes the whole bundle in every push.
+	// another.
 	head := make([]byte, 0, 256)
+	n := 0
 	for _, f := range files {
+		if f.Path == GenerationFile {
+			continue
+		}
+		if n++; n <= from {
+			continue
+		}
 		head = binary.AppendUvarint(head[:0], uint64(len(f.Path)))
 		head = append(head, f.Path...)
 		flags := byte(0)
@@ -159,9 +244,37 @@ func hashFiles(files []File) string {
 		head = binary.AppendUvarint(head, uint64(len(f.Data)))
 		h.Write(head)
 		h.Write(f.Data)
+		if keep {
+			states, _ = h.AppendBinary(states)
+		}
 	}
 	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	return hex.EncodeToString(h.Sum(sum[:0])), states
+}
+
+// sharedContent is how many leading content files (every file but
+// GenerationFile) b has that base has too: the same path, flags and bytes
+// in the same place.
+func sharedContent(base, b *Bundle) int {
+	n, i, j := 0, 0, 0
+	for {
+		for i < len(base.Files) && base.Files[i].Path == GenerationFile {
+			i++
+		}
+		for j < len(b.Files) && b.Files[j].Path == GenerationFile {
+			j++
+		}
+		if i == len(base.Files) || j == len(b.Files) {
+			return n
+		}
+		x, y := base.Files[i], b.Files[j]
+		// Unchanged files share their data with base: comparing the
+		// same bytes returns at once.
+		if x.Path != y.Path || x.Secret != y.Secret || string(x.Data) != string(y.Data) {
+			return n
+		}
+		n, i, j = n+1, i+1, j+1
+	}
 }
 
 func generationConf(hash string) []byte {

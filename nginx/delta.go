@@ -109,7 +109,7 @@ func ApplyDelta(base *Bundle, delta []byte, hash string, lim Limits) (*Bundle, e
 		return nil, fmt.Errorf("%w: %d files, limit %d", ErrBadEncoding, len(files), d.lim.MaxFiles)
 	}
 	b := &Bundle{Hash: hash, Files: files}
-	if err := b.Verify(); err != nil {
+	if err := b.verifyFrom(base); err != nil {
 		return nil, fmt.Errorf("delta from %s: %w", base.Hash, err)
 	}
 	return b, nil

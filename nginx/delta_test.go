@@ -3,6 +3,7 @@ package nginx
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -116,10 +117,72 @@ func TestApplyDeltaRefuses(t *testing.T) {
 	}
 }
 
+// TestApplyDeltaResumesHash: a bundle built from a verified base hashes
+// only from its first file that differs from the base's, and ends with
+// the running states a full Verify computes; a base whose Files were
+// swapped after it was verified is hashed in full.
+func TestApplyDeltaResumesHash(t *testing.T) {
+	files := []File{
+		{Path: "a.conf", Data: []byte("a")},
+		{Path: "b.conf", Data: []byte("b")},
+		{Path: "nxmesh/maps.conf", Data: []byte("maps")},
+		{Path: "z.conf", Data: []byte("z")},
+	}
+	base := sealT(t, files...)
+	if err := base.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	with := func(edit func(fs []File) []File) *Bundle {
+		return sealT(t, edit(slices.Clone(files))...)
+	}
+	tests := []struct {
+		name   string
+		to     *Bundle
+		shared int // leading content files taken from the base
+	}{
+		{"first file edited", with(func(fs []File) []File { fs[0].Data = []byte("A"); return fs }), 0},
+		{"after the generation file", with(func(fs []File) []File { fs[2].Data = []byte("MAPS"); return fs }), 2},
+		{"last file edited", with(func(fs []File) []File { fs[3].Data = []byte("Z"); return fs }), 3},
+		{"file added at the end", with(func(fs []File) []File { return append(fs, File{Path: "zz.conf", Data: []byte("zz")}) }), 4},
+		{"file removed", with(func(fs []File) []File { return slices.Delete(fs, 1, 2) }), 1},
+		{"secret flag set", with(func(fs []File) []File { fs[1].Secret = true; return fs }), 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ApplyDelta(base, Diff(base, tc.to), tc.to.Hash, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := sharedContent(base, got); n != tc.shared {
+				t.Errorf("shares %d leading content files with the base, want %d", n, tc.shared)
+			}
+			full := &Bundle{Hash: got.Hash, Files: slices.Clone(got.Files)}
+			if err := full.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.states, full.states) {
+				t.Error("running states after the delta differ from a full Verify's")
+			}
+		})
+	}
+	swapped := *base
+	swapped.Files = slices.Clone(base.Files)
+	if swapped.resumable() != nil {
+		t.Error("a copy with other Files resumes from the original's states")
+	}
+	if base.resumable() == nil {
+		t.Error("a verified bundle has no states to resume from")
+	}
+}
+
 // FuzzApplyDelta: no delta panics, and whatever applies is exactly the
-// bundle its hash names (it verifies) and leaves the base untouched.
+// bundle its hash names (it verifies from scratch, though ApplyDelta
+// resumed the hash from the base's states) and leaves the base untouched.
 func FuzzApplyDelta(f *testing.F) {
 	base := codecBundle(f)
+	if err := base.Verify(); err != nil { // as an agent's live bundle: states kept
+		f.Fatal(err)
+	}
 	to := sealT(f, File{Path: "nginx.conf", Data: []byte("events {}\n")}, File{Path: "vhosts/x.conf", Data: []byte("x")})
 	f.Add(Diff(base, to), to.Hash)
 	f.Add(Diff(base, base), base.Hash)
@@ -133,21 +196,26 @@ func FuzzApplyDelta(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := got.Verify(); err != nil || got.Hash != hash {
+		fresh := &Bundle{Hash: got.Hash, Files: slices.Clone(got.Files)}
+		if err := fresh.Verify(); err != nil || got.Hash != hash {
 			t.Fatalf("applied bundle %s does not verify as %s: %v", got.Hash, hash, err)
 		}
 	})
 }
 
 // BenchmarkApplyDelta: one agent's share of a push of a small change to a
-// small bundle (seven files of 500 bytes, one edited): decode, merge and
-// verify, most of it the SHA-256 of the whole bundle.
+// small bundle (seven files of 500 bytes, the last edited): decode, merge
+// and verify. The base is verified, as an agent's live bundle is, so the
+// hash resumes after the six files the change leaves alone.
 func BenchmarkApplyDelta(b *testing.B) {
 	files := []File{}
 	for _, p := range []string{"nginx.conf", "nxmesh/log_format.conf", "nxmesh/maps.conf", "nxmesh/mime.types", "nxmesh/status.conf", "upstreams/app.conf", "vhosts/site.conf"} {
 		files = append(files, File{Path: p, Data: make([]byte, 500)})
 	}
 	from := sealT(b, files...)
+	if err := from.Verify(); err != nil {
+		b.Fatal(err)
+	}
 	files[6].Data = append([]byte("x"), files[6].Data...)
 	to := sealT(b, files...)
 	delta := Diff(from, to)
