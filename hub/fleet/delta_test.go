@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -24,16 +25,7 @@ func TestDeltaForAgentsOnANewRevision(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	apply := func(yaml string) {
-		t.Helper()
-		docs, err := schema.Decode("sites.yaml", []byte(yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Apply(ctx, "default", docs, store.Change{Author: "test"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	apply := func(yaml string) { t.Helper(); applyYAML(t, db, yaml) }
 	apply(twoSites)
 	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
 	if err != nil {
@@ -84,5 +76,67 @@ func TestDeltaForAgentsOnANewRevision(t *testing.T) {
 	want, _ := b2.files.MarshalBinary()
 	if got, _ := built.MarshalBinary(); string(got) != string(want) {
 		t.Error("the delta builds another bundle than the one assigned")
+	}
+}
+
+// TestAssignInChunks: agents assigned in several chunks all get the new
+// bundle, and each relay gets the bundle's bytes and the delta once.
+func TestAssignInChunks(t *testing.T) {
+	ctx := context.Background()
+	db := openStore(t)
+	defer func(n int) { assignChunk = n }(assignChunk)
+	assignChunk = 2
+	var snap []wire.AgentSession
+	for i := range 5 {
+		id := fmt.Sprintf("a%d", i)
+		if _, err := db.PutAgent(ctx, store.Agent{ID: id, Workspace: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		snap = append(snap, wire.AgentSession{ID: id, Workspace: "default"})
+	}
+	apply := func(yaml string) { t.Helper(); applyYAML(t, db, yaml) }
+	apply(twoSites)
+	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &relaySession{f: f, id: "relay-1", kick: make(chan struct{}, 1), deltas: true,
+		agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{}, sentD: map[deltaKey]bool{}}
+	f.addRelay(rs, snap)
+	f.reconcile(ctx)
+	first := rs.desired["a0"]
+	var results wire.Results
+	for _, a := range snap {
+		if rs.desired[a.ID] != first {
+			t.Fatalf("first revision: %s wants %q, a0 %q", a.ID, rs.desired[a.ID], first)
+		}
+		results.Items = append(results.Items, wire.AgentResult{Agent: a.ID, Result: wire.Result{Hash: first, State: wire.ResultApplied}})
+	}
+	f.onResults(rs, &results)
+	rs.bundles, rs.desired = nil, map[string]string{}
+
+	apply(strings.Replace(twoSites, "port: 8081", "port: 8082", 1))
+	f.Notify("default")
+	f.reconcile(ctx)
+	second := rs.desired["a0"]
+	for _, a := range snap {
+		if got := rs.desired[a.ID]; got == first || got != second {
+			t.Errorf("second revision: %s wants %q, want %q like a0 (first %s)", a.ID, got, second, first)
+		}
+	}
+	if len(rs.bundles) != 1 || len(rs.deltaQ) != 1 {
+		t.Errorf("relay got %d bundles and %d deltas for 5 agents in 3 chunks, want 1 and 1", len(rs.bundles), len(rs.deltaQ))
+	}
+}
+
+// applyYAML applies the resources in yaml to the default workspace.
+func applyYAML(t *testing.T, db *store.DB, yaml string) {
+	t.Helper()
+	docs, err := schema.Decode("sites.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Apply(context.Background(), "default", docs, store.Change{Author: "test"}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,6 +41,8 @@ type relaySession struct {
 	sent    map[string]bool   // bundle hashes written in this session
 	deltaQ  []*delta          // deltas to write before assignments
 	sentD   map[deltaKey]bool // deltas written in this session
+	lastB   *bundle           // the bundle queued last, in sent
+	lastD   *delta            // the delta queued last, in sentD
 	revoke  []string          // revocations not yet written
 	reason  string            // of the latest revocation
 	closed  bool
@@ -55,13 +57,21 @@ func (rs *relaySession) queueDesiredLocked(id string, b *bundle, d *delta) {
 	if rs.closed {
 		return
 	}
-	if !rs.sent[b.hash] {
-		rs.sent[b.hash] = true
-		rs.bundles = append(rs.bundles, b)
+	// Nearly every agent of a push names the bundle and delta the one
+	// before it did: those are not looked up again.
+	if b != rs.lastB {
+		if !rs.sent[b.hash] {
+			rs.sent[b.hash] = true
+			rs.bundles = append(rs.bundles, b)
+		}
+		rs.lastB = b
 	}
-	if d != nil && !rs.sentD[deltaKey{d.base, d.hash}] {
-		rs.sentD[deltaKey{d.base, d.hash}] = true
-		rs.deltaQ = append(rs.deltaQ, d)
+	if d != nil && d != rs.lastD {
+		if k := (deltaKey{d.base, d.hash}); !rs.sentD[k] {
+			rs.sentD[k] = true
+			rs.deltaQ = append(rs.deltaQ, d)
+		}
+		rs.lastD = d
 	}
 	rs.desired[id] = b.hash
 	wake(rs.kick)
