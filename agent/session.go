@@ -454,6 +454,25 @@ func (s *Session) sizeLimit(size int64) int {
 	return s.MaxBundleSize
 }
 
+// heartbeatGrid aligns heartbeats: each is sent on a multiple of it of
+// the wall clock. A relay's agents' heartbeats then arrive a few hundred
+// at a time, and one wake-up of the relay reads them all, where spread
+// evenly each woke it alone: the wake-ups were most of a heartbeating
+// relay's CPU. Agents' clocks agree to well within it wherever NTP runs.
+const heartbeatGrid = 250 * time.Millisecond
+
+// untilBeat is how long to wait for the next heartbeat, an interval from
+// now: rounded down to heartbeatGrid when the interval is 8 of it or more
+// (so that two heartbeats stay more than 1.5 intervals apart, the gap the
+// relay answers with a pong).
+func (s *Session) untilBeat(interval time.Duration) time.Duration {
+	if interval < 8*heartbeatGrid {
+		return interval
+	}
+	now := s.Clock.Now()
+	return now.Add(interval).Truncate(heartbeatGrid).Sub(now)
+}
+
 // heartbeat sends a Heartbeat every interval, and a ping after it when
 // ping is set; the relay's pongs keep the session's read deadline.
 //
@@ -472,7 +491,7 @@ func (s *Session) heartbeat(ctx context.Context, conn *wire.Conn, interval time.
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.Clock.After(interval):
+		case <-s.Clock.After(s.untilBeat(interval)):
 		}
 		if since := s.Clock.Now().UnixNano() - interval.Nanoseconds()/2; s.readAt.Load() >= since && s.appliedAt.Load() >= since {
 			continue

@@ -2,14 +2,13 @@ package relay_test
 
 import (
 	"fmt"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/nxmesh/nxmesh/internal/testenv"
 	"github.com/nxmesh/nxmesh/relay"
 	"github.com/nxmesh/nxmesh/wire"
 )
@@ -128,57 +127,6 @@ func TestSessionLivesOnPongs(t *testing.T) {
 	}
 }
 
-// manualClock is an agent clock the test moves: Now is what set made it,
-// and a channel from After fires once set passes its deadline.
-type manualClock struct {
-	mu      sync.Mutex // guards the fields below
-	now     time.Time
-	waiters []manualWaiter
-}
-
-type manualWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, manualWaiter{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *manualClock) set(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = now
-	c.waiters = slices.DeleteFunc(c.waiters, func(w manualWaiter) bool {
-		if w.at.After(now) {
-			return false
-		}
-		w.ch <- now
-		return true
-	})
-}
-
-// waiting reports whether something waits for at.
-func (c *manualClock) waiting(at time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.ContainsFunc(c.waiters, func(w manualWaiter) bool { return w.at.Equal(at) })
-}
-
 // TestHeartbeatSkippedAfterApply: an agent that, within the last half
 // interval, read a bundle and wrote its applied Result skips that
 // heartbeat, and sends the next one. The agent's clock is the test's:
@@ -193,11 +141,12 @@ func TestHeartbeatSkippedAfterApply(t *testing.T) {
 
 	t0 := time.Unix(1_000_000, 0)
 	at := func(intervals float64) time.Time { return t0.Add(time.Duration(intervals * float64(interval))) }
-	clk := &manualClock{now: t0}
+	clk := testenv.NewClock(t0)
+	moveTo := func(intervals float64) { clk.Advance(at(intervals).Sub(clk.Now())) }
 	tlsCfg, id := agentTLS(t, c)
 	startAgent(t, tlsCfg, id, false, clk, r.url)
 	// The session is up once its heartbeat waits for its first beat.
-	eventually(t, 10*time.Second, "session up", func() bool { return clk.waiting(at(1)) })
+	eventually(t, 10*time.Second, "session up", func() bool { return clk.WaitingFor(at(1)) })
 
 	push := func(name string) {
 		b := testBundle(t, name, 1<<10)
@@ -205,16 +154,35 @@ func TestHeartbeatSkippedAfterApply(t *testing.T) {
 		hub.setDesired(b.Hash, id)
 		eventually(t, 10*time.Second, "ack of "+name, func() bool { return hub.acked(id, b.Hash, wire.ResultApplied) })
 	}
-	clk.set(at(0.6))
+	moveTo(0.6)
 	push("first")
-	clk.set(at(1))
-	eventually(t, 10*time.Second, "the beat at 1 handled", func() bool { return clk.waiting(at(2)) })
-	clk.set(at(2))
-	eventually(t, 10*time.Second, "the beat at 2 handled", func() bool { return clk.waiting(at(3)) })
+	moveTo(1)
+	eventually(t, 10*time.Second, "the beat at 1 handled", func() bool { return clk.WaitingFor(at(2)) })
+	moveTo(2)
+	eventually(t, 10*time.Second, "the beat at 2 handled", func() bool { return clk.WaitingFor(at(3)) })
 	// A result the relay reads after whatever heartbeats were written
 	// before it: once it is acked, they are counted.
 	push("second")
 	if n := r.Stats().HeartbeatsReceived; n != 1 {
 		t.Errorf("relay received %d heartbeats, want 1 (the beat at 1 skipped, the one at 2 sent)", n)
 	}
+}
+
+// TestHeartbeatsOnTheGrid: with an interval of 2 s or more, an agent sends
+// each heartbeat on a multiple of 250 ms of its clock, an interval or less
+// after the last, so that a relay's agents' heartbeats arrive together.
+func TestHeartbeatsOnTheGrid(t *testing.T) {
+	c := openCA(t, 15)
+	const interval = 4 * time.Second
+	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) { cfg.HeartbeatInterval = interval })
+	clk := testenv.NewClock(time.Unix(1_000_000, int64(100*time.Millisecond)))
+	tlsCfg, id := agentTLS(t, c)
+	startAgent(t, tlsCfg, id, false, clk, r.url)
+	first := time.Unix(1_000_004, 0) // 1,000,004.1 rounded down to 250 ms
+	eventually(t, 10*time.Second, "the first beat waited for at "+first.String(), func() bool { return clk.WaitingFor(first) })
+	clk.Advance(first.Sub(clk.Now()))
+	eventually(t, 10*time.Second, "the first heartbeat", func() bool { return r.Stats().HeartbeatsReceived == 1 })
+	// The next goes an interval later, on the grid already.
+	next := first.Add(interval)
+	eventually(t, 10*time.Second, "the next beat waited for at "+next.String(), func() bool { return clk.WaitingFor(next) })
 }
