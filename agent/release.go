@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nxmesh/nxmesh/nginx"
+	"github.com/nxmesh/nxmesh/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -247,7 +248,7 @@ func (a *Applier) loadBundle(hash string) (*nginx.Bundle, error) {
 // when there is no such release. The hash comes from the network, so it
 // must look like one before it becomes a path.
 func (a *Applier) Kept(hash string) *nginx.Bundle {
-	if !isHash(hash) {
+	if !wire.IsHash(hash) {
 		return nil
 	}
 	b, err := a.loadBundle(hash)
@@ -333,15 +334,6 @@ func (a *Applier) repairRelease(b *nginx.Bundle, changes []fileChange) error {
 	return nil
 }
 
-// isHash reports whether name looks like a release directory name.
-func isHash(name string) bool {
-	if len(name) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(name)
-	return err == nil
-}
-
 // prune removes releases beyond the newest keep of the history, never the
 // current or the previous one, and any leftover temp directory.
 func (a *Applier) prune(st persisted) error {
@@ -359,7 +351,7 @@ func (a *Applier) prune(st persisted) error {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		if (isHash(name) && !keep[name]) || strings.HasPrefix(name, tmpPrefix) {
+		if (wire.IsHash(name) && !keep[name]) || strings.HasPrefix(name, tmpPrefix) {
 			if err := os.RemoveAll(a.path(releasesDir, name)); err != nil {
 				errs = append(errs, err)
 			}

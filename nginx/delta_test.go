@@ -121,7 +121,9 @@ func TestApplyDeltaRefuses(t *testing.T) {
 // TestApplyDeltaResumesHash: a bundle built from a verified base hashes
 // only from its first file that differs from the base's, and ends with
 // the running states a full Verify computes; a base whose Files were
-// swapped after it was verified is hashed in full.
+// swapped after it was verified is hashed in full. That the states are
+// used, not just kept: given another bundle's states, a base yields a
+// hash mismatch exactly when the new bundle shares files with it.
 func TestApplyDeltaResumesHash(t *testing.T) {
 	files := []File{
 		{Path: "a.conf", Data: []byte("a")},
@@ -133,6 +135,13 @@ func TestApplyDeltaResumesHash(t *testing.T) {
 	if err := base.Verify(); err != nil {
 		t.Fatal(err)
 	}
+	other := sealT(t, File{Path: "1", Data: []byte("1")}, File{Path: "2", Data: []byte("2")},
+		File{Path: "3", Data: []byte("3")}, File{Path: "4", Data: []byte("4")})
+	if err := other.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	misled := &Bundle{Hash: base.Hash, Files: base.Files}
+	misled.hashed.Store(&hashStates{files: base.Files, states: other.resumable()})
 	with := func(edit func(fs []File) []File) *Bundle {
 		return sealT(t, edit(slices.Clone(files))...)
 	}
@@ -163,6 +172,10 @@ func TestApplyDeltaResumesHash(t *testing.T) {
 			}
 			if !bytes.Equal(got.resumable(), full.resumable()) {
 				t.Error("running states after the delta differ from a full Verify's")
+			}
+			_, err = ApplyDelta(misled, Diff(base, tc.to), tc.to.Hash, Limits{})
+			if resumed := err != nil; resumed != (tc.shared > 0) {
+				t.Errorf("from another bundle's states: err %v; want a mismatch only when files are shared (%d)", err, tc.shared)
 			}
 		})
 	}

@@ -24,21 +24,6 @@ import (
 // its last desired bundle (cold start). Bundles are opaque: the relay never
 // decompresses them; the agent verifies the hash.
 
-// isHash reports whether h has the shape of a bundle hash (hex sha256,
-// lower case). Anything else is refused before it can name a file. By
-// hand, not a regexp: the relay checks every assignment of a push.
-func isHash(h string) bool {
-	if len(h) != 64 {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // cachedBundle is one bundle in memory, framed once for every agent.
 type cachedBundle struct {
 	hash    string
@@ -72,7 +57,7 @@ func openCache(stateDir string) (*cache, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !isHash(name) {
+		if !wire.IsHash(name) {
 			continue // temp files of an interrupted write
 		}
 		data, err := os.ReadFile(filepath.Join(dir, name))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -480,6 +481,22 @@ func startMemAgent(t testing.TB, c *ca.CA, relays ...string) *memAgent {
 func startMemAgentWith(t testing.TB, tlsCfg *tls.Config, id string, relays ...string) *memAgent {
 	t.Helper()
 	return startAgent(t, tlsCfg, id, false, nil, relays...)
+}
+
+// connectMemAgents starts n memAgents on r and waits until all have a
+// session and r's upstream session to hub is up.
+func connectMemAgents(t testing.TB, c *ca.CA, r *testRelay, hub *testHub, n int) ([]*memAgent, []string) {
+	t.Helper()
+	var agents []*memAgent
+	var ids []string
+	for range n {
+		a := startMemAgent(t, c, r.url)
+		agents = append(agents, a)
+		ids = append(ids, a.id)
+	}
+	eventually(t, 20*time.Second, fmt.Sprintf("%d agents connected", n), func() bool { return r.Stats().AgentsConnected == n })
+	eventually(t, 10*time.Second, "upstream connected", func() bool { return hub.connected() })
+	return agents, ids
 }
 
 // startDeltaAgent is startMemAgent for an agent that keeps its last

@@ -32,24 +32,3 @@ func TestHashesShared(t *testing.T) {
 		t.Errorf("after every agent moved on: hashes %d, wanted %d; want only %s kept", len(s.hashes), len(s.wanted), h2[:8])
 	}
 }
-
-// TestIsHash: only a lower-case hex sha256 names a bundle (and a file in
-// the cache directory).
-func TestIsHash(t *testing.T) {
-	h := strings.Repeat("0123456789abcdef", 4)
-	for s, want := range map[string]bool{
-		h:                                true,
-		h[:63]:                           false,
-		h + "0":                          false,
-		strings.ToUpper(h):               false,
-		h[:63] + "g":                     false,
-		"":                               false,
-		"../" + h[3:]:                    false,
-		strings.Repeat("f", 63) + "\x00": false,
-		strings.Repeat("a", 32) + strings.Repeat("9", 32): true,
-	} {
-		if got := isHash(s); got != want {
-			t.Errorf("isHash(%q) = %v, want %v", s, got, want)
-		}
-	}
-}

@@ -162,15 +162,7 @@ func TestOneFetchPerHashForManyAgents(t *testing.T) {
 	c := openCA(t, 2)
 	hub := startTestHub(t, c, "hub-1")
 	r, _ := startRelay(t, c, t.TempDir(), []string{hub.url}, nil)
-	var agents []*memAgent
-	var ids []string
-	for range 20 {
-		a := startMemAgent(t, c, r.url)
-		agents = append(agents, a)
-		ids = append(ids, a.id)
-	}
-	eventually(t, 20*time.Second, "20 agents connected", func() bool { return r.Stats().AgentsConnected == 20 })
-	eventually(t, 10*time.Second, "upstream connected", func() bool { return hub.connected() })
+	agents, ids := connectMemAgents(t, c, r, hub, 20)
 	b := testBundle(t, "many", 64<<10)
 	hub.addBundle(b)
 	hub.setDesired(b.Hash, ids...)
@@ -195,12 +187,7 @@ func TestResultsShareUpstreamWrites(t *testing.T) {
 		cfg.FlushInterval = time.Hour // only what is kicked goes up
 		cfg.FlushLinger = time.Second
 	})
-	var ids []string
-	for range 20 {
-		ids = append(ids, startMemAgent(t, c, r.url).id)
-	}
-	eventually(t, 20*time.Second, "20 agents connected", func() bool { return r.Stats().AgentsConnected == 20 })
-	eventually(t, 10*time.Second, "upstream connected", func() bool { return hub.connected() })
+	_, ids := connectMemAgents(t, c, r, hub, 20)
 	b := testBundle(t, "shared", 1<<10)
 	hub.addBundle(b)
 	hub.setDesired(b.Hash, ids...)

@@ -74,7 +74,7 @@ func (s *Server) kickLocked() {
 // requestFetchLocked queues one FetchBundle for hash unless one is already
 // queued or in flight.
 func (s *Server) requestFetchLocked(hash string) {
-	if s.fetching[hash] || !isHash(hash) {
+	if s.fetching[hash] || !wire.IsHash(hash) {
 		return
 	}
 	s.fetching[hash] = true
@@ -332,7 +332,7 @@ func (s *Server) onDesired(d *wire.Desired) {
 	s.mu.Lock()
 	changed := map[string]bool{}
 	for _, it := range d.Items {
-		if it.Agent == "" || !isHash(it.Hash) {
+		if it.Agent == "" || !wire.IsHash(it.Hash) {
 			s.log.Warn("relay: ignoring invalid desired item", "agent", it.Agent)
 			continue
 		}
@@ -443,7 +443,7 @@ func (s *Server) writeDesiredIfDirty() {
 }
 
 func (s *Server) onBundleData(m *wire.BundleData, payload []byte) {
-	if !isHash(m.Hash) || m.Encoding != wire.EncodingGzip || m.Size < 0 {
+	if !wire.IsHash(m.Hash) || m.Encoding != wire.EncodingGzip || m.Size < 0 {
 		s.log.Warn("relay: ignoring invalid bundle data", "hash", m.Hash, "encoding", m.Encoding)
 		return
 	}
@@ -471,7 +471,7 @@ func (s *Server) onBundleData(m *wire.BundleData, payload []byte) {
 // The hub sends it before the assignments that use it; agents that were
 // assigned its bundle already got the whole one.
 func (s *Server) onDeltaData(m *wire.DeltaData, payload []byte) {
-	if !isHash(m.Hash) || !isHash(m.Base) || m.Size < 0 ||
+	if !wire.IsHash(m.Hash) || !wire.IsHash(m.Base) || m.Size < 0 ||
 		(m.Encoding != wire.EncodingGzip && m.Encoding != wire.EncodingIdentity) {
 		s.log.Warn("relay: ignoring invalid delta data", "hash", m.Hash, "base", m.Base, "encoding", m.Encoding)
 		return

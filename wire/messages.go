@@ -380,3 +380,19 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// IsHash reports whether h has the shape of a bundle hash: hex sha256,
+// lower case. Relays check every hash a hub names before it can name a
+// cache file, agents every release directory name. By hand, not a regexp:
+// a relay checks every assignment of a push.
+func IsHash(h string) bool {
+	if len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
