@@ -127,6 +127,40 @@ func (c *cache) loadDesired() (map[string]string, error) {
 	return m, nil
 }
 
+// appendDesiredJSON appends the desired map as a JSON object, as
+// encoding/json would but in the map's order. It runs under Server.mu
+// once a second while assignments change: encoding/json's sorted,
+// reflective encoding of 17,000 agents was a twentieth of a relay's CPU
+// in a push, and held the lock that fan-out and results need.
+func appendDesiredJSON(dst []byte, desired map[string]string) []byte {
+	dst = append(dst, '{')
+	first := true
+	for id, hash := range desired {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = appendJSONString(dst, id)
+		dst = append(dst, ':')
+		dst = appendJSONString(dst, hash)
+	}
+	return append(dst, '}')
+}
+
+// appendJSONString appends s as a JSON string: as it is when nothing in
+// it needs escaping (agent ids and hashes), else through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
 // writeDesired persists the desired map. Called without Server.mu, by the
 // upstream reader only, so writes happen in order.
 func (c *cache) writeDesired(data []byte) error {

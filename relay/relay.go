@@ -209,6 +209,9 @@ type Server struct {
 	hashes map[string]string
 	// desiredDirty is set when desired changed since it was written.
 	desiredDirty bool
+	// desiredBuf is the encoded desired map, kept for the next write;
+	// only the goroutine that persists it (persistDesired) touches it.
+	desiredBuf []byte
 	// revoked are agent ids the hub revoked; they are refused.
 	revoked map[string]string
 	// lastResult is each agent's latest Result (kept across its sessions

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -330,7 +329,8 @@ func (s *Server) fanOut(agents int) {
 
 func (s *Server) onDesired(d *wire.Desired) {
 	s.mu.Lock()
-	changed := map[string]bool{}
+	changed := 0
+	var sync []*agentConn // the connected agents among them
 	for _, it := range d.Items {
 		if it.Agent == "" || !wire.IsHash(it.Hash) {
 			s.log.Warn("relay: ignoring invalid desired item", "agent", it.Agent)
@@ -338,22 +338,22 @@ func (s *Server) onDesired(d *wire.Desired) {
 		}
 		if old := s.desired[it.Agent]; old != it.Hash {
 			id := it.Agent
-			if a := s.agents[id]; a != nil {
+			a := s.agents[id]
+			if a != nil {
 				id = a.id // one copy of the id per agent, not one per message
+				sync = append(sync, a)
 			}
 			s.setDesiredLocked(id, it.Hash)
-			changed[it.Agent] = true
+			changed++
 		}
 	}
-	if len(changed) == 0 {
+	if changed == 0 {
 		s.mu.Unlock()
 		return
 	}
-	s.fanOut(len(changed))
-	for id := range changed {
-		if a := s.agents[id]; a != nil {
-			s.syncAgentLocked(a)
-		}
+	s.fanOut(changed)
+	for _, a := range sync { // an agent listed twice is synced once: see syncAgentLocked
+		s.syncAgentLocked(a)
 	}
 	// Bundles no agent wants any more leave the cache, and so do the
 	// deltas toward them.
@@ -429,12 +429,9 @@ func (s *Server) writeDesiredIfDirty() {
 		return
 	}
 	s.desiredDirty = false
-	data, err := json.Marshal(s.desired)
+	s.desiredBuf = appendDesiredJSON(s.desiredBuf[:0], s.desired)
 	s.mu.Unlock()
-	if err == nil {
-		err = s.cache.writeDesired(data)
-	}
-	if err != nil {
+	if err := s.cache.writeDesired(s.desiredBuf); err != nil {
 		s.log.Error("relay: persisting desired map", "err", err)
 		s.mu.Lock()
 		s.desiredDirty = true
