@@ -87,6 +87,10 @@ type Session struct {
 	// OnDelta, when set, is called for each BundleDelta received, with
 	// whether it built the bundle it names (false: NeedBundle was sent).
 	OnDelta func(applied bool)
+	// Watchdog, when set, bounds a relay session's silence and writes in
+	// place of a socket deadline per frame (wire.Watchdog); its owner runs
+	// it. The bench shares one among thousands of simulated agents.
+	Watchdog *wire.Watchdog
 	// Version is sent in Hello.
 	Version string
 	// Clock defaults to RealClock; Logger to a discarding logger.
@@ -328,6 +332,9 @@ func (s *Session) session(ctx context.Context, dialer *websocket.Dialer, url str
 	}
 	// Re-wrap the read deadline: the relay answers our pings every interval.
 	conn = wire.NewConn(ws, wire.MaxRelayMessage, 3*interval)
+	if s.Watchdog != nil {
+		conn.Watch(s.Watchdog)
+	}
 	defer conn.CloseNow()
 	s.Logger.Info("connected to relay", "relay", url, "desired", short(welcome.DesiredHash), "applied", short(live))
 

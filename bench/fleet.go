@@ -16,6 +16,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent"
 	"github.com/nxmesh/nxmesh/pki"
+	"github.com/nxmesh/nxmesh/wire"
 )
 
 // fleet is the simulated agents of one agent process (an `nxmesh
@@ -38,9 +39,19 @@ type fleet struct {
 	// tickets are always kept, so that a storm can switch it on.
 	resumption atomic.Bool
 
+	// dog bounds every agent's relay session: one goroutine, not a socket
+	// deadline per frame, as in the relays (wire.Watchdog). It ticks every
+	// dogTick: a tick reads every session's stamps.
+	dog *wire.Watchdog
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// dogTick is how often the agents' watchdog checks them: an agent's
+// session times out after 3 heartbeat intervals (45 s by default), at
+// most two ticks late.
+const dogTick = time.Second
 
 // sim is one simulated agent.
 type sim struct {
@@ -240,7 +251,7 @@ func (c switchCache) Put(key string, cs *tls.ClientSessionState) { c.cache.Put(k
 // first+k of the run, which picks its relay (relayOf) and its source
 // address. start starts them.
 func newFleet(ids []identity, first int, relayURLs []string, roots *x509.CertPool, addrs int, version string) (*fleet, error) {
-	f := &fleet{agents: make([]*sim, len(ids))}
+	f := &fleet{agents: make([]*sim, len(ids)), dog: wire.NewWatchdog(dogTick)}
 	for i, id := range ids {
 		s, err := f.newSim(first+i, id, relayURLs, roots, addrs, version)
 		if err != nil {
@@ -255,6 +266,7 @@ func newFleet(ids []identity, first int, relayURLs []string, roots *x509.CertPoo
 // agents run until stop.
 func (f *fleet) start(ctx context.Context, rate int) {
 	ctx, f.cancel = context.WithCancel(ctx)
+	f.wg.Go(func() { f.dog.Run(ctx) })
 	f.wg.Go(func() {
 		var tick *time.Ticker
 		if rate > 0 {
@@ -338,7 +350,8 @@ func (f *fleet) newSim(i int, id identity, relayURLs []string, roots *x509.CertP
 				f.wholeAsked.Add(1)
 			}
 		},
-		Version: version,
+		Watchdog: f.dog,
+		Version:  version,
 	}
 	return s, nil
 }

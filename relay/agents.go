@@ -122,6 +122,7 @@ func (s *Server) serveAgent(w http.ResponseWriter, r *http.Request) {
 		// Every read of the session happens right here or in readAgent,
 		// never beneath startAgentSession's large frame.
 		conn := wire.NewConn(ws, wire.MaxAgentMessage, 3*s.cfg.HeartbeatInterval)
+		conn.Watch(s.dog)
 		if !s.agentAllowed(conn, id) {
 			return
 		}

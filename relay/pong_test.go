@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -185,4 +186,44 @@ func TestHeartbeatsOnTheGrid(t *testing.T) {
 	// The next goes an interval later, on the grid already.
 	next := first.Add(interval)
 	eventually(t, 10*time.Second, "the next beat waited for at "+next.String(), func() bool { return clk.WaitingFor(next) })
+}
+
+// TestSilentAgentDropped: the relay drops an agent session that sends
+// nothing for 3 heartbeat intervals, and not sooner: its watchdog fails
+// the session's read as a read deadline would.
+func TestSilentAgentDropped(t *testing.T) {
+	c := openCA(t, 14)
+	const interval = 200 * time.Millisecond
+	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) { cfg.HeartbeatInterval = interval })
+	cfg, _ := agentTLS(t, c)
+	ws, _, err := wire.NewDialer(cfg).Dial(r.url, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	conn := wire.NewConn(ws, wire.MaxRelayMessage, time.Minute)
+	defer conn.CloseNow()
+	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := conn.Read(context.Background()); err != nil {
+		t.Fatalf("read welcome: %v", err)
+	} else if _, ok := m.(*wire.Welcome); !ok {
+		t.Fatalf("first message %s, want welcome", m.Type())
+	}
+	since := time.Now() // the relay's last read began before this
+	ctx, cancel := context.WithTimeout(context.Background(), 30*interval)
+	defer cancel()
+	// The agent stays silent; it reads only to see the relay go.
+	for {
+		if _, _, err := conn.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("the relay kept a session silent for %v", 30*interval)
+			}
+			break
+		}
+	}
+	if d := time.Since(since); d < 3*interval-50*time.Millisecond {
+		t.Errorf("dropped after %v of silence, before 3 intervals (%v)", d, 3*interval)
+	}
+	eventually(t, 10*time.Second, "session unregistered", func() bool { return r.Stats().AgentsConnected == 0 })
 }

@@ -236,6 +236,10 @@ type Server struct {
 	expired     atomic.Int64
 	started     atomic.Int64
 
+	// dog bounds agent sessions' silence and writes (wire.Watchdog): a
+	// socket deadline per frame was a twentieth of a push's CPU.
+	dog *wire.Watchdog
+
 	// sessions is the context of every agent session; Run cancels it
 	// when it stops.
 	sessions    context.Context
@@ -261,6 +265,8 @@ func New(cfg Config) (*Server, error) {
 		lastResult: map[string]*wire.Result{},
 		fetching:   map[string]bool{},
 		upKick:     make(chan struct{}, 1),
+		// Sessions time out within a quarter interval of their 3.
+		dog: wire.NewWatchdog(cfg.HeartbeatInterval / 8),
 	}
 	s.sessions, s.endSessions = context.WithCancel(context.Background())
 	desired, err := c.loadDesired()
@@ -353,6 +359,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.wg.Go(func() { s.rotateTicketKeys(ctx, tlsCfg) })
 	s.wg.Go(func() { s.persistDesired(ctx) })
+	s.wg.Go(func() { s.dog.Run(ctx) })
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -379,6 +386,7 @@ func (s *Server) runMounted(ctx context.Context) error {
 		s.wg.Go(func() { s.runUpstream(ctx) })
 	}
 	s.wg.Go(func() { s.persistDesired(ctx) })
+	s.wg.Go(func() { s.dog.Run(ctx) })
 	<-ctx.Done()
 	for _, a := range s.stop() {
 		a.conn.CloseNow()

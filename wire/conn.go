@@ -200,6 +200,14 @@ type Conn struct {
 	// writeMu serializes data frame writes: gorilla allows one concurrent
 	// writer. Control frames (ping, close) need no lock.
 	writeMu sync.Mutex
+
+	// dog, when set (Watch), bounds reads and writes in place of socket
+	// deadlines: readAt is the coarse time the last frame was awaited or
+	// a ping or pong came, writeAt the time the write in progress began
+	// (0 when none).
+	dog     *Watchdog
+	readAt  atomic.Int64
+	writeAt atomic.Int64
 }
 
 // NewConn wraps ws. readLimit caps any one frame (MaxAgentMessage,
@@ -245,14 +253,36 @@ func (c *Conn) pong(data string) {
 func (c *Conn) writeControl(messageType int, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+	c.beginWrite()
+	defer c.endWrite()
 	return c.ws.WriteMessage(messageType, data)
+}
+
+// beginWrite bounds the write about to start, under writeMu, by the
+// write wait: a deadline on the socket, or a stamp the watchdog checks.
+// endWrite marks it done.
+func (c *Conn) beginWrite() {
+	if c.dog != nil {
+		c.writeAt.Store(c.dog.now.Load())
+		return
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+}
+
+func (c *Conn) endWrite() {
+	if c.dog != nil {
+		c.writeAt.Store(0)
+	}
 }
 
 // extendReadDeadline pushes the read deadline pingWait into the future: any
 // frame from the peer, control frames included, proves it is alive.
 func (c *Conn) extendReadDeadline() {
-	if !c.closing.Load() {
+	switch {
+	case c.closing.Load():
+	case c.dog != nil:
+		c.readAt.Store(c.dog.now.Load())
+	default:
 		_ = c.ws.SetReadDeadline(time.Now().Add(c.pingWait))
 	}
 }
@@ -410,7 +440,8 @@ func (c *Conn) Write(m Message, payload []byte) error {
 	defer putFrame(frame)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+	c.beginWrite()
+	defer c.endWrite()
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
 		return fmt.Errorf("write %s: %w", m.Type(), err)
 	}
@@ -422,7 +453,8 @@ func (c *Conn) Write(m Message, payload []byte) error {
 func (c *Conn) WritePrepared(pm *websocket.PreparedMessage) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+	c.beginWrite()
+	defer c.endWrite()
 	if err := c.ws.WritePreparedMessage(pm); err != nil {
 		return fmt.Errorf("write prepared: %w", err)
 	}
@@ -469,6 +501,9 @@ func (c *Conn) CloseNow() {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		_ = c.ws.Close()
+		if c.dog != nil {
+			c.dog.remove(c)
+		}
 	})
 }
 

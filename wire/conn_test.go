@@ -181,63 +181,159 @@ func TestConnProtocolViolations(t *testing.T) {
 	}
 }
 
+// bounds are the two ways a Conn bounds its reads and writes: a deadline
+// on the socket for each, or one watchdog for many Conns.
+var bounds = []struct {
+	name  string
+	watch func(t *testing.T, c *Conn)
+}{
+	{"deadlines", func(*testing.T, *Conn) {}},
+	{"watchdog", func(t *testing.T, c *Conn) {
+		w := NewWatchdog(20 * time.Millisecond)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go w.Run(ctx)
+		c.Watch(w)
+	}},
+}
+
 // TestConnPingTimeout: a peer that never answers pings (it never reads)
 // makes Read fail once pingWait passes without a frame.
 func TestConnPingTimeout(t *testing.T) {
-	h := newHarness(t)
-	_, s := h.dial(t) // the client side is never read, so it never pongs
-	const pingWait = 200 * time.Millisecond
-	relay := NewConn(s, MaxAgentMessage, pingWait)
-	if err := relay.Ping(); err != nil {
-		t.Fatalf("Ping: %v", err)
-	}
-	start := time.Now()
-	_, _, err := relay.Read(context.Background())
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("Read = %v, want a deadline error", err)
-	}
-	if d := time.Since(start); d < pingWait {
-		t.Errorf("Read failed after %v, before pingWait %v", d, pingWait)
+	for _, b := range bounds {
+		t.Run(b.name, func(t *testing.T) {
+			h := newHarness(t)
+			_, s := h.dial(t) // the client side is never read, so it never pongs
+			const pingWait = 200 * time.Millisecond
+			relay := NewConn(s, MaxAgentMessage, pingWait)
+			b.watch(t, relay)
+			if err := relay.Ping(); err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+			// The context bounds a Read that nothing times out.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*pingWait)
+			defer cancel()
+			start := time.Now()
+			_, _, err := relay.Read(ctx)
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("Read = %v, want a deadline error", err)
+			}
+			if d := time.Since(start); d < pingWait {
+				t.Errorf("Read failed after %v, before pingWait %v", d, pingWait)
+			}
+		})
 	}
 }
 
 // TestConnPongsKeepAlive: pongs extend the read deadline, so a quiet but
 // live peer is not dropped.
 func TestConnPongsKeepAlive(t *testing.T) {
-	h := newHarness(t)
-	agent, relay := h.pair(t, 200*time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	agentDone := make(chan error, 1)
-	go func() { // the agent's reader answers pings
-		_, _, err := agent.Read(ctx)
-		agentDone <- err
-	}()
-	relayDone := make(chan error, 1)
-	go func() {
-		_, _, err := relay.Read(ctx)
-		relayDone <- err
-	}()
-	ticker := time.NewTicker(50 * time.Millisecond)
-	defer ticker.Stop()
-	quiet := time.After(800 * time.Millisecond) // four times pingWait
-	for done := false; !done; {
-		select {
-		case <-ticker.C:
-			if err := relay.Ping(); err != nil {
-				t.Fatalf("Ping: %v", err)
+	for _, b := range bounds {
+		t.Run(b.name, func(t *testing.T) {
+			h := newHarness(t)
+			agent, relay := h.pair(t, 200*time.Millisecond)
+			b.watch(t, relay)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			agentDone := make(chan error, 1)
+			go func() { // the agent's reader answers pings
+				_, _, err := agent.Read(ctx)
+				agentDone <- err
+			}()
+			relayDone := make(chan error, 1)
+			go func() {
+				_, _, err := relay.Read(ctx)
+				relayDone <- err
+			}()
+			ticker := time.NewTicker(50 * time.Millisecond)
+			defer ticker.Stop()
+			quiet := time.After(800 * time.Millisecond) // four times pingWait
+			for done := false; !done; {
+				select {
+				case <-ticker.C:
+					if err := relay.Ping(); err != nil {
+						t.Fatalf("Ping: %v", err)
+					}
+				case err := <-relayDone:
+					t.Fatalf("relay Read ended while pinging: %v", err)
+				case <-quiet:
+					done = true
+				}
 			}
-		case err := <-relayDone:
-			t.Fatalf("relay Read ended while pinging: %v", err)
-		case <-quiet:
-			done = true
-		}
+			cancel() // Read returns ctx.Err() and closes the connection
+			if err := <-relayDone; !errors.Is(err, context.Canceled) {
+				t.Fatalf("relay Read after cancel = %v", err)
+			}
+			<-agentDone
+		})
 	}
-	cancel() // Read returns ctx.Err() and closes the connection
-	if err := <-relayDone; !errors.Is(err, context.Canceled) {
-		t.Fatalf("relay Read after cancel = %v", err)
+}
+
+// TestConnWriteTimeout: a write to a peer that stops reading fails once
+// the write wait has passed, and not before.
+func TestConnWriteTimeout(t *testing.T) {
+	for _, b := range bounds {
+		t.Run(b.name, func(t *testing.T) {
+			h := newHarness(t)
+			_, s := h.dial(t) // the client never reads: the socket buffers fill
+			relay := NewConn(s, MaxAgentMessage, time.Minute)
+			relay.writeWait = 300 * time.Millisecond
+			b.watch(t, relay)
+			type outcome struct {
+				err   error
+				after time.Duration // how long the last write took
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				payload := make([]byte, 1<<20)
+				for range 64 { // far more than loopback buffers hold
+					start := time.Now()
+					if err := relay.Write(&BundleData{Hash: strings.Repeat("a", 64), Encoding: EncodingGzip, Size: 1}, payload); err != nil {
+						done <- outcome{err, time.Since(start)}
+						return
+					}
+				}
+				done <- outcome{}
+			}()
+			select {
+			case o := <-done:
+				if o.err == nil {
+					t.Fatal("64 MiB written to a peer that reads nothing")
+				}
+				if o.after < relay.writeWait {
+					t.Errorf("the stuck write failed after %v, before the write wait %v: %v", o.after, relay.writeWait, o.err)
+				}
+			case <-time.After(30 * relay.writeWait):
+				relay.CloseNow() // frees the writer
+				t.Fatalf("a write stuck for %v did not fail", 30*relay.writeWait)
+			}
+		})
 	}
-	<-agentDone
+}
+
+// TestWatchdogForgetsClosedConns: a Conn leaves its watchdog when closed,
+// however it is closed.
+func TestWatchdogForgetsClosedConns(t *testing.T) {
+	h := newHarness(t)
+	w := NewWatchdog(time.Hour)
+	agent, relay := h.pair(t, time.Minute)
+	agent.Watch(w)
+	relay.Watch(w)
+	if n := w.Watching(); n != 2 {
+		t.Fatalf("watching %d Conns, want 2", n)
+	}
+	if err := relay.Close(websocket.CloseGoingAway, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	// The agent reads the close frame and closes; the relay's backstop
+	// closes it after CloseWait at the latest.
+	if _, _, err := agent.Read(context.Background()); err == nil {
+		t.Fatal("agent read on after the relay's close")
+	}
+	relay.CloseNow()
+	if n := w.Watching(); n != 0 {
+		t.Fatalf("watching %d Conns after both closed, want 0", n)
+	}
 }
 
 // TestPreparedFanOut: one PreparedMessage written to three connections
