@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nxmesh/nxmesh/hub/store"
 	"github.com/nxmesh/nxmesh/wire"
@@ -20,6 +24,7 @@ const statusBatch = 1000
 // FlushInterval, only when something changed, in batches. Relay records are
 // refreshed every RelayRefresh, which is what keeps their agents online.
 func (f *Fleet) runWriter(ctx context.Context) {
+	background(f.log)
 	refresh := time.NewTicker(f.cfg.RelayRefresh)
 	defer refresh.Stop()
 	for {
@@ -374,4 +379,22 @@ func (f *Fleet) Convergence(ctx context.Context, ws string, rev int64) (Converge
 	}
 	c.Done = c.Counts.Pending == 0
 	return c, nil
+}
+
+// writerNice is the scheduling priority of the thread that writes status.
+const writerNice = 10
+
+// background moves the calling goroutine to a thread of its own at nice
+// writerNice, for the rest of its life (the thread ends with it). Status
+// writes are the hub's bulk work during a push, and they come after the
+// acks they record: on a machine the hub shares with relays or agents,
+// the kernel then gives the fan-out the CPU first, and the writer what is
+// left; on its own machine the writer runs as fast as before. A thread
+// that cannot be reniced (a sandbox's seccomp policy) writes at its
+// normal priority.
+func background(log *slog.Logger) {
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), writerNice); err != nil {
+		log.Debug("fleet: status writer keeps its priority", "err", err)
+	}
 }
