@@ -2,8 +2,10 @@ package relay
 
 import (
 	"encoding/json"
+	"log/slog"
 	"maps"
 	"testing"
+	"time"
 )
 
 // The desired map is written without encoding/json; it must read back as
@@ -69,4 +71,67 @@ func FuzzDesiredJSON(f *testing.F) {
 			t.Fatalf("read back %q, want %q", got, want)
 		}
 	})
+}
+
+// TestDesiredPersistedOnceSettled: the desired map is written once it has
+// stayed unchanged for desiredPersistQuiet, or desiredPersistMax after the
+// first change not yet written however often it changes, and at once when
+// the relay stops (a zero time).
+func TestDesiredPersistedOnceSettled(t *testing.T) {
+	c, err := openCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cache: c, log: slog.New(slog.DiscardHandler), desired: map[string]string{}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	change := func(at time.Time, hash string) {
+		s.desired["agent-1"] = hash
+		s.desiredChanged = at
+		if !s.desiredDirty {
+			s.desiredDirty, s.desiredDirtySince = true, at
+		}
+	}
+	written := func() string {
+		t.Helper()
+		m, err := c.loadDesired()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m["agent-1"]
+	}
+	change(t0, "a")
+	s.writeDesiredIfDirty(t0.Add(desiredPersistQuiet - time.Millisecond))
+	if got := written(); got != "" {
+		t.Fatalf("written before it settled: %q", got)
+	}
+	s.writeDesiredIfDirty(t0.Add(desiredPersistQuiet))
+	if got := written(); got != "a" {
+		t.Fatalf("settled for desiredPersistQuiet: written %q, want a", got)
+	}
+	// Changing every half second, it is written desiredPersistMax after
+	// its first change.
+	t1 := t0.Add(time.Minute)
+	for i := range 11 { // the last at desiredPersistMax
+		at := t1.Add(time.Duration(i) * desiredPersistQuiet / 2)
+		change(at, string(rune('b'+i)))
+		s.writeDesiredIfDirty(at)
+		want := "a"
+		if at.Sub(t1) >= desiredPersistMax {
+			want = string(rune('b' + i))
+		}
+		if got := written(); got != want {
+			t.Fatalf("%v after the first change: written %q, want %q", at.Sub(t1), got, want)
+		}
+	}
+	// The next change starts the count again.
+	change(t1.Add(desiredPersistMax+desiredPersistQuiet/2), "y")
+	s.writeDesiredIfDirty(t1.Add(desiredPersistMax + desiredPersistQuiet/2))
+	if got := written(); got != "l" {
+		t.Fatalf("a change right after a write: written %q, want l (not yet y)", got)
+	}
+	change(t1.Add(time.Hour), "z")
+	s.writeDesiredIfDirty(time.Time{})
+	if got := written(); got != "z" {
+		t.Fatalf("on stopping: written %q, want z", got)
+	}
 }

@@ -209,6 +209,9 @@ type Server struct {
 	hashes map[string]string
 	// desiredDirty is set when desired changed since it was written.
 	desiredDirty bool
+	// desiredChanged is when desired last changed, desiredDirtySince when
+	// it first changed after it was last written.
+	desiredChanged, desiredDirtySince time.Time
 	// desiredBuf is the encoded desired map, kept for the next write;
 	// only the goroutine that persists it (persistDesired) touches it.
 	desiredBuf []byte

@@ -365,7 +365,10 @@ func (s *Server) onDesired(d *wire.Desired) {
 		}
 	}
 	s.cache.dropDeltas(func(h string) bool { return s.wanted[h] > 0 })
-	s.desiredDirty = true
+	s.desiredChanged = s.cfg.Clock.Now()
+	if !s.desiredDirty {
+		s.desiredDirty, s.desiredDirtySince = true, s.desiredChanged
+	}
 	s.mu.Unlock()
 	for _, h := range gone {
 		s.cache.removeFile(h)
@@ -402,29 +405,37 @@ func (s *Server) internLocked(hash string) string {
 	return hash
 }
 
-// persistDesired writes the desired map to disk when it changed, at most
-// once per desiredPersistInterval until ctx ends, and once more then. A
-// write per Desired message cost a full JSON encoding and an fsync of the
-// whole map on the upstream reader, thousands of times while a fleet
-// connects; a relay that dies loses at most the last interval, which the
-// hub sends again when it is back.
+// persistDesired writes the desired map to disk once it has changed and
+// then stayed unchanged for desiredPersistQuiet, or desiredPersistMax
+// after the first change not yet written, until ctx ends, and once more
+// then. A write per Desired message cost a full JSON encoding and an
+// fsync of the whole map on the upstream reader, thousands of times while
+// a fleet connects; a write a second still wrote the map two or three
+// times while a push's assignments came in, in the push's own CPU. A
+// relay that dies loses at most the last few seconds, which the hub sends
+// again when it is back.
 func (s *Server) persistDesired(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.writeDesiredIfDirty()
+			s.writeDesiredIfDirty(time.Time{})
 			return
-		case <-s.cfg.Clock.After(desiredPersistInterval):
+		case <-s.cfg.Clock.After(desiredPersistQuiet / 4):
 		}
-		s.writeDesiredIfDirty()
+		s.writeDesiredIfDirty(s.cfg.Clock.Now())
 	}
 }
 
-const desiredPersistInterval = time.Second
+const (
+	desiredPersistQuiet = time.Second
+	desiredPersistMax   = 5 * time.Second
+)
 
-func (s *Server) writeDesiredIfDirty() {
+// writeDesiredIfDirty writes the desired map if it changed and, unless now
+// is zero, has settled (persistDesired).
+func (s *Server) writeDesiredIfDirty(now time.Time) {
 	s.mu.Lock()
-	if !s.desiredDirty {
+	if !s.desiredDirty || !now.IsZero() && now.Sub(s.desiredChanged) < desiredPersistQuiet && now.Sub(s.desiredDirtySince) < desiredPersistMax {
 		s.mu.Unlock()
 		return
 	}
