@@ -196,20 +196,8 @@ func TestSilentAgentDropped(t *testing.T) {
 	const interval = 200 * time.Millisecond
 	r, _ := startRelay(t, c, t.TempDir(), nil, func(cfg *relay.Config) { cfg.HeartbeatInterval = interval })
 	cfg, _ := agentTLS(t, c)
-	ws, _, err := wire.NewDialer(cfg).Dial(r.url, nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	conn := wire.NewConn(ws, wire.MaxRelayMessage, time.Minute)
+	conn, _ := hello(t, cfg, r.url, time.Minute)
 	defer conn.CloseNow()
-	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if m, _, err := conn.Read(context.Background()); err != nil {
-		t.Fatalf("read welcome: %v", err)
-	} else if _, ok := m.(*wire.Welcome); !ok {
-		t.Fatalf("first message %s, want welcome", m.Type())
-	}
 	since := time.Now() // the relay's last read began before this
 	ctx, cancel := context.WithTimeout(context.Background(), 30*interval)
 	defer cancel()

@@ -8,27 +8,41 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/nxmesh/nxmesh/agent"
 	"github.com/nxmesh/nxmesh/relay"
 	"github.com/nxmesh/nxmesh/wire"
 )
 
-// helloResumed opens an agent session, reads the Welcome (which also
-// processes the session ticket) and reports whether TLS resumed.
-func helloResumed(t *testing.T, cfg *tls.Config, url string) bool {
+// hello opens an agent session by hand: it sends Hello and reads the
+// Welcome (which also processes the session ticket). The caller closes
+// the Conn.
+func hello(t *testing.T, cfg *tls.Config, url string, pingWait time.Duration) (*wire.Conn, *websocket.Conn) {
 	t.Helper()
 	ws, _, err := wire.NewDialer(cfg).Dial(url, nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	conn := wire.NewConn(ws, wire.MaxRelayMessage, wire.HandshakeTimeout)
-	defer conn.CloseNow()
+	conn := wire.NewConn(ws, wire.MaxRelayMessage, pingWait)
 	if err := conn.Write(&wire.Hello{Protocol: wire.Protocol}, nil); err != nil {
+		conn.CloseNow()
 		t.Fatal(err)
 	}
-	if _, _, err := conn.Read(context.Background()); err != nil {
+	if m, _, err := conn.Read(context.Background()); err != nil {
 		t.Fatalf("read welcome: %v", err)
+	} else if _, ok := m.(*wire.Welcome); !ok {
+		conn.CloseNow()
+		t.Fatalf("first message %s, want welcome", m.Type())
 	}
+	return conn, ws
+}
+
+// helloResumed opens an agent session and reports whether TLS resumed.
+func helloResumed(t *testing.T, cfg *tls.Config, url string) bool {
+	t.Helper()
+	conn, ws := hello(t, cfg, url, wire.HandshakeTimeout)
+	defer conn.CloseNow()
 	return ws.UnderlyingConn().(*tls.Conn).ConnectionState().DidResume
 }
 

@@ -137,20 +137,31 @@ func TestClassify(t *testing.T) {
 // its new session reports the same agent before the status is written,
 // the agent stays on the relay in the store: the disconnect of the old
 // session must not be written after the new session's status.
-func TestRestartedRelayKeepsAgentsOnline(t *testing.T) {
-	ctx := context.Background()
+// oneAgentFleet is a fleet of hub-1 over a store that knows agent a1.
+func oneAgentFleet(t *testing.T) (*Fleet, *store.DB) {
+	t.Helper()
 	db := openStore(t)
-	if _, err := db.PutAgent(ctx, store.Agent{ID: "a1", Workspace: "default"}); err != nil {
+	if _, err := db.PutAgent(context.Background(), store.Agent{ID: "a1", Workspace: "default"}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	session := func() *relaySession {
-		return &relaySession{f: f, id: "relay-1", kick: make(chan struct{}, 1),
-			agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{}}
-	}
+	return f, db
+}
+
+// relayWithoutConn is a session of relay-1 as addRelay takes it, without
+// a connection.
+func relayWithoutConn(f *Fleet) *relaySession {
+	return &relaySession{f: f, id: "relay-1", kick: make(chan struct{}, 1),
+		agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{}}
+}
+
+func TestRestartedRelayKeepsAgentsOnline(t *testing.T) {
+	ctx := context.Background()
+	f, db := oneAgentFleet(t)
+	session := func() *relaySession { return relayWithoutConn(f) }
 	agentRelay := func() string {
 		t.Helper()
 		a, err := db.GetAgent(ctx, "a1")

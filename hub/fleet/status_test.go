@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nxmesh/nxmesh/hub/store"
 	"github.com/nxmesh/nxmesh/wire"
 )
 
@@ -45,14 +44,7 @@ func TestStatusWriterYields(t *testing.T) {
 	before := nicedThreads(t, writerNice)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	db := openStore(t)
-	if _, err := db.PutAgent(ctx, store.Agent{ID: "a1", Workspace: "default"}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := New(Config{DB: db, HubID: "hub-1", TrustDomain: "nxmesh.local"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, db := oneAgentFleet(t)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -62,8 +54,7 @@ func TestStatusWriterYields(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	rs := &relaySession{f: f, id: "relay-1", kick: make(chan struct{}, 1),
-		agents: map[string]bool{}, desired: map[string]string{}, sent: map[string]bool{}}
+	rs := relayWithoutConn(f)
 	f.addRelay(rs, []wire.AgentSession{{ID: "a1", Workspace: "default"}})
 	for {
 		a, err := db.GetAgent(ctx, "a1")
