@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nxmesh/nxmesh/internal/ports"
 	"github.com/nxmesh/nxmesh/pki"
 )
 
@@ -45,14 +46,15 @@ type relayProc struct {
 // agentURL is where agents dial this relay.
 func (r *relayProc) agentURL() string { return "wss://" + r.addr + "/v1/agent" }
 
-// freeAddr is a loopback address whose port is free right now.
+// freeAddr is a loopback address whose port was free a moment ago, below
+// the ephemeral range the agents' connections draw their source ports
+// from (ports.Free).
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
 // profiled gives p a loopback pprof address when the run profiles.

@@ -4,18 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nxmesh/nxmesh/internal/ports"
 	"github.com/nxmesh/nxmesh/nginx"
 )
 
@@ -31,60 +29,15 @@ func NginxBinary(t testing.TB) *nginx.Binary {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
-// a server the test starts next (nginx, a daemon on the command line).
-//
-// It is taken below the kernel's ephemeral range: a port the kernel hands
-// out for "127.0.0.1:0" is also what it hands out as the source port of
-// outgoing connections, and tests running in parallel make thousands of
-// those, so such a port could be taken by someone's client before the
-// test's server bound it (seen: the demo test's "address already in use").
-// Ports below the range are taken only by servers that ask for them. The
-// ports this process handed out are not handed out again.
+// a server the test starts next (nginx, a daemon on the command line);
+// see ports.Free.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	lo, hi := quietPorts()
-	for range 1000 {
-		p := lo + rand.IntN(hi-lo)
-		if portsGiven[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsGiven[p] = true
-		return p
-	}
-	t.Fatalf("free port: none free in %d-%d after 1000 tries", lo, hi)
-	return 0
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
-// quietPorts is the range FreePort draws from: the 10,000 ports below the
-// kernel's ephemeral range (net.ipv4.ip_local_port_range), or 20000-30000
-// when that cannot be read.
-func quietPorts() (lo, hi int) {
-	lo, hi = 20000, 30000
-	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	p, err := ports.Free()
 	if err != nil {
-		return lo, hi
+		t.Fatal(err)
 	}
-	f := strings.Fields(string(data))
-	if len(f) != 2 {
-		return lo, hi
-	}
-	first, err := strconv.Atoi(f[0])
-	if err != nil || first < 11024 {
-		return lo, hi
-	}
-	return first - 10000, first
+	return p
 }
 
 // Nginx is an nginx master started by StartNginx.
