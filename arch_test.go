@@ -26,13 +26,14 @@ var allowedImports = map[string][]string{
 	"hub/store":        {"schema"},
 	"relay":            {"wire", "pki"},
 	"agent":            {"wire", "pki", "nginx"},
-	"bench":            {"wire", "pki", "agent"},
+	"bench":            {"wire", "pki", "agent", "internal/ports"},
 	"nginx":            {"schema"},
 	"wire":             {},
 	"pki":              {},
 	"pki/ca":           {"pki"},
 	"schema":           {},
-	"internal/testenv": {"nginx", "schema"},
+	"internal/testenv": {"nginx", "schema", "internal/ports"},
+	"internal/ports":   {},
 	"e2e":              {},
 }
 
