@@ -128,8 +128,8 @@ func (c *cache) loadDesired() (map[string]string, error) {
 }
 
 // appendDesiredJSON appends the desired map as a JSON object, as
-// encoding/json would but in the map's order. It runs under Server.mu
-// once a second while assignments change: encoding/json's sorted,
+// encoding/json would but in the map's order. It runs under Server.mu,
+// once assignments settle (persistDesired): encoding/json's sorted,
 // reflective encoding of 17,000 agents was a twentieth of a relay's CPU
 // in a push, and held the lock that fan-out and results need.
 func appendDesiredJSON(dst []byte, desired map[string]string) []byte {
@@ -161,8 +161,8 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// writeDesired persists the desired map. Called without Server.mu, by the
-// upstream reader only, so writes happen in order.
+// writeDesired persists the desired map. Called without Server.mu, by
+// persistDesired only, so writes happen in order.
 func (c *cache) writeDesired(data []byte) error {
 	return writeAtomic(c.desiredPath(), data)
 }

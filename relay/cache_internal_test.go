@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
-	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,31 +14,68 @@ import (
 // The desired map is written without encoding/json; it must read back as
 // encoding/json reads it, whatever the agent ids hold.
 func TestDesiredJSONReadsBack(t *testing.T) {
-	desired := map[string]string{
+	checkReadsBack(t, map[string]string{
 		"agent-1":          "3f0c",
 		"web.eu-1:a_b":     "",
 		`quote"back\slash`: "x",
+		`quote"only`:       `back\slash`,
 		"tab\tnew\nline":   "\u2028",
 		"<script>&amp;</>": "ünïcode",
 		"\x00\x7f\xff":     "invalid utf-8 \xfe",
 		"":                 "empty id",
+	})
+	checkReadsBack(t, map[string]string{})
+}
+
+func FuzzDesiredJSON(f *testing.F) {
+	f.Add("agent-1", "3f0c", "b", "")
+	f.Add(`a"\`, "\x00", "<>&", "\u2028\xff")
+	f.Add("\xff", "1", "\xfe", "2") // two ids that read back as one
+	f.Fuzz(func(t *testing.T, id1, hash1, id2, hash2 string) {
+		checkReadsBack(t, map[string]string{id1: hash1, id2: hash2})
+	})
+}
+
+// checkReadsBack decodes appendDesiredJSON(m) pair by pair with
+// encoding/json's decoder and expects each entry of m, as encoding/json
+// writes and reads strings (invalid UTF-8 becomes U+FFFD). Pairs, not a
+// map: two ids can read back as one, and then which wins is m's order.
+func checkReadsBack(t *testing.T, m map[string]string) {
+	t.Helper()
+	data := appendDesiredJSON(nil, m)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("%q: opens with %v, %v", data, tok, err)
 	}
-	check := func(m map[string]string) {
-		t.Helper()
-		var got map[string]string
-		if err := json.Unmarshal(appendDesiredJSON(nil, m), &got); err != nil {
-			t.Fatalf("reading back %q: %v", m, err)
+	var got [][2]string
+	for dec.More() {
+		var pair [2]string
+		key, err := dec.Token()
+		if err != nil {
+			t.Fatalf("%q: key: %v", data, err)
 		}
-		want := map[string]string{}
-		for k, v := range m { // encoding/json turns invalid UTF-8 into U+FFFD both ways
-			want[jsonRoundTrip(t, k)] = jsonRoundTrip(t, v)
+		pair[0], _ = key.(string)
+		if err := dec.Decode(&pair[1]); err != nil {
+			t.Fatalf("%q: value of %q: %v", data, pair[0], err)
 		}
-		if !maps.Equal(got, want) {
-			t.Fatalf("read back %q, want %q", got, want)
-		}
+		got = append(got, pair)
 	}
-	check(desired)
-	check(map[string]string{})
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		t.Fatalf("%q: closes with %v, %v", data, tok, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		t.Fatalf("%q: data after the object", data)
+	}
+	var want [][2]string
+	for k, v := range m {
+		want = append(want, [2]string{jsonRoundTrip(t, k), jsonRoundTrip(t, v)})
+	}
+	cmp := func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) }
+	slices.SortFunc(got, cmp)
+	slices.SortFunc(want, cmp)
+	if !slices.Equal(got, want) {
+		t.Fatalf("%q read back as %q, want %q", data, got, want)
+	}
 }
 
 func jsonRoundTrip(t *testing.T, s string) string {
@@ -51,28 +91,6 @@ func jsonRoundTrip(t *testing.T, s string) string {
 	return out
 }
 
-func FuzzDesiredJSON(f *testing.F) {
-	f.Add("agent-1", "3f0c", "b", "")
-	f.Add(`a"\`, "\x00", "<>&", "\u2028\xff")
-	f.Fuzz(func(t *testing.T, id1, hash1, id2, hash2 string) {
-		if id1 != id2 && jsonRoundTrip(t, id1) == jsonRoundTrip(t, id2) {
-			t.Skip("two invalid UTF-8 ids read back as one; which wins is the map's order")
-		}
-		m := map[string]string{id1: hash1, id2: hash2}
-		var got map[string]string
-		if err := json.Unmarshal(appendDesiredJSON(nil, m), &got); err != nil {
-			t.Fatalf("reading back %q: %v", m, err)
-		}
-		want := map[string]string{}
-		for k, v := range m {
-			want[jsonRoundTrip(t, k)] = jsonRoundTrip(t, v)
-		}
-		if !maps.Equal(got, want) {
-			t.Fatalf("read back %q, want %q", got, want)
-		}
-	})
-}
-
 // TestDesiredPersistedOnceSettled: the desired map is written once it has
 // stayed unchanged for desiredPersistQuiet, or desiredPersistMax after the
 // first change not yet written however often it changes, and at once when
@@ -86,10 +104,7 @@ func TestDesiredPersistedOnceSettled(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	change := func(at time.Time, hash string) {
 		s.desired["agent-1"] = hash
-		s.desiredChanged = at
-		if !s.desiredDirty {
-			s.desiredDirty, s.desiredDirtySince = true, at
-		}
+		s.desiredChangedLocked(at)
 	}
 	written := func() string {
 		t.Helper()

@@ -207,10 +207,8 @@ type Server struct {
 	wanted map[string]int
 	// hashes holds one copy of each wanted hash (see internLocked).
 	hashes map[string]string
-	// desiredDirty is set when desired changed since it was written.
-	desiredDirty bool
-	// desiredChanged is when desired last changed, desiredDirtySince when
-	// it first changed after it was last written.
+	// desiredChanged is when desired last changed; desiredDirtySince when
+	// it first changed after it was last written, zero when it was not.
 	desiredChanged, desiredDirtySince time.Time
 	// desiredBuf is the encoded desired map, kept for the next write;
 	// only the goroutine that persists it (persistDesired) touches it.

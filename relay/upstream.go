@@ -365,10 +365,7 @@ func (s *Server) onDesired(d *wire.Desired) {
 		}
 	}
 	s.cache.dropDeltas(func(h string) bool { return s.wanted[h] > 0 })
-	s.desiredChanged = s.cfg.Clock.Now()
-	if !s.desiredDirty {
-		s.desiredDirty, s.desiredDirtySince = true, s.desiredChanged
-	}
+	s.desiredChangedLocked(s.cfg.Clock.Now())
 	s.mu.Unlock()
 	for _, h := range gone {
 		s.cache.removeFile(h)
@@ -431,21 +428,32 @@ const (
 	desiredPersistMax   = 5 * time.Second
 )
 
+// desiredChangedLocked records that desired changed at now.
+func (s *Server) desiredChangedLocked(now time.Time) {
+	s.desiredChanged = now
+	if s.desiredDirtySince.IsZero() {
+		s.desiredDirtySince = now
+	}
+}
+
 // writeDesiredIfDirty writes the desired map if it changed and, unless now
 // is zero, has settled (persistDesired).
 func (s *Server) writeDesiredIfDirty(now time.Time) {
 	s.mu.Lock()
-	if !s.desiredDirty || !now.IsZero() && now.Sub(s.desiredChanged) < desiredPersistQuiet && now.Sub(s.desiredDirtySince) < desiredPersistMax {
+	since := s.desiredDirtySince
+	if since.IsZero() || !now.IsZero() && now.Sub(s.desiredChanged) < desiredPersistQuiet && now.Sub(since) < desiredPersistMax {
 		s.mu.Unlock()
 		return
 	}
-	s.desiredDirty = false
+	s.desiredDirtySince = time.Time{}
 	s.desiredBuf = appendDesiredJSON(s.desiredBuf[:0], s.desired)
 	s.mu.Unlock()
 	if err := s.cache.writeDesired(s.desiredBuf); err != nil {
 		s.log.Error("relay: persisting desired map", "err", err)
 		s.mu.Lock()
-		s.desiredDirty = true
+		if s.desiredDirtySince.IsZero() { // still unwritten since then
+			s.desiredDirtySince = since
+		}
 		s.mu.Unlock()
 	}
 }

@@ -385,7 +385,8 @@ func (f *Fleet) Convergence(ctx context.Context, ws string, rev int64) (Converge
 const writerNice = 10
 
 // background moves the calling goroutine to a thread of its own at nice
-// writerNice, for the rest of its life (the thread ends with it). Status
+// writerNice, for the rest of its life: Go ends the thread with it, or
+// parks it for good if it was the process's main thread. Status
 // writes are the hub's bulk work during a push, and they come after the
 // acks they record: on a machine the hub shares with relays or agents,
 // the kernel then gives the fan-out the CPU first, and the writer what is
