@@ -421,3 +421,32 @@ func walk(n *html.Node, visit func(*html.Node)) {
 		walk(c, visit)
 	}
 }
+
+// TestPushTargets checks that each push target judges the figure the issue
+// names: the p99 of every ack at 10,000 agents, the last ack of any push at
+// 50,000. A run whose p99 is under 3 s but whose last ack is over it misses
+// the 50,000-agent target.
+func TestPushTargets(t *testing.T) {
+	lat := NewLatency(append(msRange(1, 990), 3500*time.Millisecond))
+	tests := []struct {
+		agents int
+		met    map[string]bool // figures that carry a judged target
+	}{
+		{agents: 200, met: map[string]bool{"acks of the pushed hash": true}},
+		{agents: 10000, met: map[string]bool{"acks of the pushed hash": true, "push p99": true}},
+		{agents: 50000, met: map[string]bool{"acks of the pushed hash": true, "push max (last ack)": false}},
+	}
+	for _, tc := range tests {
+		e := &env{cfg: &Config{Agents: tc.agents, Pushes: 2}, res: &Result{}}
+		e.pushFigures(lat, 2*tc.agents, 0)
+		got := map[string]bool{}
+		for _, f := range e.res.Figures {
+			if f.Met != nil {
+				got[f.Name] = *f.Met
+			}
+		}
+		if !reflect.DeepEqual(got, tc.met) {
+			t.Errorf("%d agents: judged figures %v, want %v", tc.agents, got, tc.met)
+		}
+	}
+}

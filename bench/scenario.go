@@ -181,20 +181,27 @@ func (e *env) pushes(ctx context.Context) error {
 			return err
 		}
 	}
-	l := NewLatency(all)
-	n := e.cfg.Agents
-	pushTarget := &target{"<= 1,000 ms at 10,000 agents", 10000, func(v float64) bool { return v <= 1000 }}
-	if n >= 50000 {
-		pushTarget = &target{"<= 3,000 ms at 50,000 agents", 50000, func(v float64) bool { return v <= 3000 }}
+	e.pushFigures(NewLatency(all), acked, deltas)
+	e.note("push latency is from the API's answer to the commit to each agent's ack (Report called with the hash the hub assigned it), over %d rounds", e.cfg.Pushes)
+	return nil
+}
+
+// pushFigures adds the push figures. The two push targets judge
+// different figures: at 10,000 agents the p99 of every ack, at 50,000 the
+// last ack of any push.
+func (e *env) pushFigures(l Latency, acked, deltas int) {
+	var p99Target, maxTarget *target
+	if e.cfg.Agents >= 50000 {
+		maxTarget = &target{"<= 3,000 ms at 50,000 agents", 50000, func(v float64) bool { return v <= 3000 }}
+	} else {
+		p99Target = &target{"<= 1,000 ms at 10,000 agents", 10000, func(v float64) bool { return v <= 1000 }}
 	}
-	want := n * e.cfg.Pushes
+	want := e.cfg.Agents * e.cfg.Pushes
 	e.figure("acks of the pushed hash", float64(acked), "", &target{fmt.Sprintf("= %d", want), 0, func(v float64) bool { return int(v) == want }})
 	e.figure("pushed bundles built from a delta", float64(deltas), "", nil)
 	e.figure("push p50", l.P50, "ms", nil)
-	e.figure("push p99", l.P99, "ms", pushTarget)
-	e.figure("push max (last ack)", l.Max, "ms", nil)
-	e.note("push latency is from the API's answer to the commit to each agent's ack (Report called with the hash the hub assigned it), over %d rounds", e.cfg.Pushes)
-	return nil
+	e.figure("push p99", l.P99, "ms", p99Target)
+	e.figure("push max (last ack)", l.Max, "ms", maxTarget)
 }
 
 // push commits one change and measures, for every agent, the time from the
