@@ -12,8 +12,10 @@ import (
 var readOnlyMetadata = []string{"version", "createdAt", "updatedAt"}
 
 // DecodeDocuments is Decode for documents as the API and the CLI read them:
-// a top-level sequence (a JSON array of documents) is one document per
-// element, and the read-only metadata fields are allowed. versions[i] is
+// a top-level sequence (a JSON array of documents), or the API's list
+// shape (a mapping whose only key is "items", holding a sequence: what
+// `nxmesh get KINDs -o yaml` prints), is one document per element, and
+// the read-only metadata fields are allowed. versions[i] is
 // the metadata.version resources[i] carried (the version it is based on),
 // 0 where it had none; the timestamps are ignored. A version that is not a
 // non-negative integer, or a read-only field given twice, is an error like
@@ -23,6 +25,11 @@ func DecodeDocuments(file string, data []byte) (resources []Resource, versions [
 	docs, ok := parseFile(l, data)
 	if !ok {
 		return nil, nil, l.err()
+	}
+	if len(docs) == 1 {
+		if items := listItems(docs[0]); items != nil {
+			docs[0] = items
+		}
 	}
 	if len(docs) == 1 && docs[0].Kind == yaml.SequenceNode {
 		docs = docs[0].Content
@@ -48,6 +55,20 @@ func DecodeDocuments(file string, data []byte) (resources []Resource, versions [
 		versions[i] = byDoc[r.Source.Document-1]
 	}
 	return resources, versions, nil
+}
+
+// listItems is the sequence of n when n is the API's list shape, a
+// mapping whose only key is "items" and whose value is a sequence; else
+// nil. A resource always has a kind, so no resource has this shape.
+func listItems(n *yaml.Node) *yaml.Node {
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		return nil
+	}
+	k, v := n.Content[0], n.Content[1]
+	if k.Kind != yaml.ScalarNode || k.Tag != "!!str" || k.Value != "items" || v.Kind != yaml.SequenceNode {
+		return nil
+	}
+	return v
 }
 
 // takeReadOnly takes the read-only fields out of the metadata of document

@@ -48,6 +48,11 @@ func TestDecodeDocuments(t *testing.T) {
 		{"other unknown metadata still refused", withMeta(upstreamDoc, "  version: 1\n  owner: me\n"), 0, nil, "metadata.owner"},
 		{"alias still refused", withMeta(upstreamDoc, "  version: 1\n  labels: {a: &x b, c: *x}\n"), 0, nil, "metadata.labels.c"},
 		{"array element not a mapping", `[1]`, 0, nil, ""},
+		{"API list", `{"items":[` + jsonDoc(t, upstreamDoc, 3) + `,` + jsonDoc(t, vhostYAML, 0) + `]}`, 2, []int64{3, 0}, ""},
+		{"API list as YAML", "items:\n  - " + strings.ReplaceAll(withMeta(upstreamDoc, "  version: 5\n"), "\n", "\n    "), 1, []int64{5}, ""},
+		{"empty API list", `{"items":[]}`, 0, nil, ""},
+		{"items beside other keys is a resource", "items: []\n" + upstreamDoc, 0, nil, "items"},
+		{"API list element with an unknown field", `{"items":[{"apiVersion":"nxmesh/v1","kind":"Upstream","metadata":{"name":"a"},"spec":{"servers":[{"address":"10.0.0.1:80"}]},"status":{}}]}`, 0, nil, "status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs, versions, err := DecodeDocuments("f.yaml", []byte(tc.in))
@@ -162,20 +167,27 @@ func FuzzDecodeDocuments(f *testing.F) {
 			arr.Write(withVersion(t, r, int64(i+1)))
 		}
 		arr.WriteByte(']')
-		back, versions, err := DecodeDocuments("", arr.Bytes())
-		if err != nil {
-			t.Fatalf("API form of accepted resources: %v\n%s", err, arr.Bytes())
+		for i := range rs {
+			rs[i].Source = Source{}
 		}
-		for i := range back {
-			if versions[i] != int64(i+1) {
-				t.Fatalf("resource %d: versions %v", i, versions)
+		// As a JSON array, and as the API's list, {"items": [...]}.
+		list := append(append([]byte(`{"items":`), arr.Bytes()...), '}')
+		for _, form := range [][]byte{arr.Bytes(), list} {
+			back, versions, err := DecodeDocuments("", form)
+			if err != nil {
+				t.Fatalf("API form of accepted resources: %v\n%s", err, form)
 			}
-			back[i].Source, rs[i].Source = Source{}, Source{}
-		}
-		if !reflect.DeepEqual(back, rs) {
-			b1, _ := json.Marshal(rs)
-			b2, _ := json.Marshal(back)
-			t.Fatalf("round trip through the API form:\n got %s\nwant %s", b2, b1)
+			for i := range back {
+				if versions[i] != int64(i+1) {
+					t.Fatalf("resource %d: versions %v", i, versions)
+				}
+				back[i].Source = Source{}
+			}
+			if !reflect.DeepEqual(back, rs) {
+				b1, _ := json.Marshal(rs)
+				b2, _ := json.Marshal(back)
+				t.Fatalf("round trip through the API form:\n got %s\nwant %s\nfrom %s", b2, b1, form)
+			}
 		}
 	})
 }

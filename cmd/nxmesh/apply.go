@@ -18,7 +18,7 @@ type applyCmd struct {
 	workspaceFlags `embed:""`
 	waitFlags      `embed:""`
 
-	Files   []string `name:"file" short:"f" required:"" sep:"none" placeholder:"FILE" help:"Resource file (YAML or JSON, documents separated by ---), a directory (its *.yaml, *.yml and *.json files in name order), or - for standard input; repeat for several."`
+	Files   []string `name:"file" short:"f" required:"" sep:"none" placeholder:"FILE" help:"Resource file (YAML or JSON, documents separated by ---, or a list as nxmesh get -o yaml prints it), a directory (its *.yaml, *.yml and *.json files in name order), or - for standard input; repeat for several."`
 	Message string   `short:"m" help:"Message stored with the new revision, shown by nxmesh get revisions."`
 	DryRun  bool     `help:"Print the plan and change nothing."`
 }

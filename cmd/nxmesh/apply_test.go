@@ -155,6 +155,16 @@ func TestApplyEndToEnd(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "    +    - address: 127.0.0.1:9002\n") {
 		t.Fatalf("apply of what get printed, edited: exit %d:\n%s\n%s", code, out, stderr)
 	}
+	// So does a list: `get KINDs -o yaml` prints {items: [...]}.
+	code, got, stderr = runCLI(t, "get", "upstreams", "-o", "yaml")
+	if code != 0 || !strings.HasPrefix(got, "items:\n") {
+		t.Fatalf("get upstreams -o yaml: exit %d:\n%s\n%s", code, got, stderr)
+	}
+	edited = strings.Replace(got, "127.0.0.1:9002", "127.0.0.1:9003", 1)
+	code, out, stderr = runCLIInput(t, edited, "apply", "--no-wait", "-f", "-")
+	if code != 0 || !strings.Contains(out, "    +    - address: 127.0.0.1:9003\n") || !strings.Contains(out, "Plan: 0 to create, 1 to change, 0 to remove.\n") {
+		t.Fatalf("apply of the list get printed, edited: exit %d:\n%s\n%s", code, out, stderr)
+	}
 	// The read-only fields are still checked: a version that is not a
 	// number is refused, naming the file and field.
 	bad := strings.Replace(edited, "version: ", "version: x", 1)

@@ -12,7 +12,7 @@ import (
 
 // inputFlags name the resource files and the agent a command compiles for.
 type inputFlags struct {
-	Files      []string          `name:"file" short:"f" required:"" type:"existingfile" placeholder:"FILE" help:"Resource file (YAML or JSON, documents separated by ---); repeat for several."`
+	Files      []string          `name:"file" short:"f" required:"" type:"existingfile" placeholder:"FILE" help:"Resource file (YAML or JSON, documents separated by ---, or a list as nxmesh get -o yaml prints it); repeat for several."`
 	Labels     map[string]string `mapsep:"," placeholder:"K=V,..." help:"The agent's labels: only virtual hosts whose selector matches them are compiled, with the upstreams and certificates they use."`
 	StaticRoot []string          `placeholder:"DIR" help:"Directory static roots must lie under (repeatable; default /var/www and /srv/www)."`
 }
