@@ -29,6 +29,11 @@ type Config struct {
 	APIAddr string
 	// AgentAddr is the mTLS listener for agents and relays (default :8444).
 	AgentAddr string
+	// MaxHandshakes bounds the connections in their TLS handshake at once
+	// on the agent listener (default 512, as a relay's); more wait,
+	// accepted, for their turn, so that agents reconnecting all at once
+	// do not each time out in a crowd of handshakes.
+	MaxHandshakes int
 	// DatabaseURL is a postgres:// or cockroach:// URL shared by all hubs;
 	// empty means SQLite at DataDir/nxmesh.db.
 	DatabaseURL string

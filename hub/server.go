@@ -282,7 +282,11 @@ func (s *Server) Run(ctx context.Context) error {
 		{Handler: s.apiRoutes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog},
 		{Handler: s.agentRoutes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog},
 	}
-	listeners := []net.Listener{tls.NewListener(s.apiLn, apiTLS), tls.NewListener(s.agentLn, agentTLS)}
+	// The agent listener admits handshakes as a relay's does: a storm of
+	// agents reconnecting to the hub waits its turn instead of timing out.
+	agentLn, connState := s.relay.LimitHandshakes(s.agentLn)
+	servers[1].ConnState = connState
+	listeners := []net.Listener{tls.NewListener(s.apiLn, apiTLS), tls.NewListener(agentLn, agentTLS)}
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {
@@ -333,15 +337,16 @@ func (s *Server) newEmbeddedRelay(ctx context.Context) error {
 		return err
 	}
 	s.relay, err = relay.New(relay.Config{
-		Mounted:     true,
-		Hubs:        []string{"wss://" + urlHost(s.agentLn.Addr()) + "/v1/relay"},
-		StateDir:    filepath.Join(s.cfg.DataDir, "relay"),
-		Source:      s.relaySrc,
-		TrustDomain: s.cfg.TrustDomain,
-		Roots:       s.ca.Roots(),
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  2 * time.Second,
-		Logger:      s.log.With("component", "embedded-relay"),
+		Mounted:       true,
+		Hubs:          []string{"wss://" + urlHost(s.agentLn.Addr()) + "/v1/relay"},
+		StateDir:      filepath.Join(s.cfg.DataDir, "relay"),
+		Source:        s.relaySrc,
+		TrustDomain:   s.cfg.TrustDomain,
+		Roots:         s.ca.Roots(),
+		MinBackoff:    100 * time.Millisecond,
+		MaxBackoff:    2 * time.Second,
+		MaxHandshakes: s.cfg.MaxHandshakes,
+		Logger:        s.log.With("component", "embedded-relay"),
 	})
 	return err
 }

@@ -343,14 +343,14 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("relay: listen: %w", err)
 		}
 	}
-	lim := newHandshakeLimiter(ln, s.cfg.MaxHandshakes, s.cfg.Clock.Now, &s.accepted, &s.expired)
+	lim, connState := s.LimitHandshakes(ln)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: wire.AcceptTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ConnState:         lim.connState,
+		ConnState:         connState,
 	}
 	s.log.Info("relay listening", "addr", ln.Addr().String(), "hubs", len(s.cfg.Hubs))
 	serveErr := make(chan error, 1)
@@ -378,6 +378,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: serve: %w", runErr)
 	}
 	return nil
+}
+
+// LimitHandshakes wraps ln, a listener of plain TCP connections, so that
+// at most MaxHandshakes of them are between accept and the end of their
+// TLS handshake at once; the rest wait, accepted, for their turn
+// (docs/relay.md, Reconnect storms). The relay's Stats count them. The
+// http.Server that serves the wrapped listener (through tls.NewListener,
+// or ServeTLS) must take connState as its ConnState: it gives the slots
+// back. Run limits its own listener; a caller that mounts Handler limits
+// the listener it serves it on.
+func (s *Server) LimitHandshakes(ln net.Listener) (lim net.Listener, connState func(net.Conn, http.ConnState)) {
+	l := newHandshakeLimiter(ln, s.cfg.MaxHandshakes, s.cfg.Clock.Now, &s.accepted, &s.expired)
+	return l, l.connState
 }
 
 // runMounted is Run for a relay whose Handler the caller serves: only the
