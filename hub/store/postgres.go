@@ -15,19 +15,17 @@ import (
 )
 
 // pgBackend runs on PostgreSQL and CockroachDB through a pgx pool. Every
-// transaction is SERIALIZABLE and runs through crdbpgxv5.ExecuteTx.
-//
-// ExecuteTx retries inside the transaction by rolling back to a savepoint.
-// That is how CockroachDB wants it, but PostgreSQL keeps the transaction's
-// snapshot across ROLLBACK TO SAVEPOINT, so there a retry sees the same
-// stale data and fails again. On PostgreSQL we therefore allow ExecuteTx a
-// single inner retry and rerun the whole transaction, with backoff, when it
-// gives up on a retryable error.
+// transaction is SERIALIZABLE, and tx reruns a whole transaction, with
+// backoff, when it fails with a retryable error (attempt says how one
+// runs on each database).
 type pgBackend struct {
-	pool         *pgxpool.Pool
-	cockroach    bool
-	innerRetries int
+	pool      *pgxpool.Pool
+	cockroach bool
 }
+
+// cockroachInnerRetries is how often cockroach-go's ExecuteTx may restart
+// a transaction in place on CockroachDB before tx reruns it whole.
+const cockroachInnerRetries = 50
 
 var _ backend = (*pgBackend)(nil)
 
@@ -51,11 +49,7 @@ func openPostgres(ctx context.Context, url string, maxConns int32) (*pgBackend, 
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	b := &pgBackend{pool: pool, cockroach: strings.Contains(version, "CockroachDB"), innerRetries: 1}
-	if b.cockroach {
-		b.innerRetries = 50
-	}
-	return b, nil
+	return &pgBackend{pool: pool, cockroach: strings.Contains(version, "CockroachDB")}, nil
 }
 
 func (b *pgBackend) dialect() string { return schema.DialectPostgres }
@@ -76,11 +70,8 @@ func (b *pgBackend) tx(ctx context.Context, write bool, fn func(querier) error) 
 	if !write {
 		opts.AccessMode = pgx.ReadOnly
 	}
-	ictx := crdb.WithMaxRetries(ctx, b.innerRetries)
 	for attempt := 1; ; attempt++ {
-		err := crdbpgx.ExecuteTx(ictx, b.pool, opts, func(tx pgx.Tx) error {
-			return fn(pgTx{tx})
-		})
+		err := b.attempt(ctx, opts, fn)
 		if err == nil || !retryable(err) || attempt == maxTxAttempts {
 			return err
 		}
@@ -88,6 +79,33 @@ func (b *pgBackend) tx(ctx context.Context, write bool, fn func(querier) error) 
 			return err
 		}
 	}
+}
+
+// attempt runs fn in one transaction and commits it.
+//
+// On CockroachDB, cockroach-go's ExecuteTx runs it with the savepoint
+// protocol: RELEASE SAVEPOINT commits, and a retryable error there restarts
+// fn in place. On PostgreSQL, RELEASE commits nothing. The COMMIT that
+// follows is where serializable isolation may still fail the transaction
+// (SQLSTATE 40001, read/write dependencies among transactions), and
+// ExecuteTx ignores COMMIT's error, so a transaction PostgreSQL rolled back
+// looked committed: concurrent writers lost updates. There attempt begins,
+// runs fn and commits itself, and returns COMMIT's error for tx to retry.
+func (b *pgBackend) attempt(ctx context.Context, opts pgx.TxOptions, fn func(querier) error) error {
+	if b.cockroach {
+		return crdbpgx.ExecuteTx(crdb.WithMaxRetries(ctx, cockroachInnerRetries), b.pool, opts, func(tx pgx.Tx) error {
+			return fn(pgTx{tx})
+		})
+	}
+	tx, err := b.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) // after Commit, a no-op
+	if err := fn(pgTx{tx}); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 type pgTx struct{ tx pgx.Tx }
