@@ -64,7 +64,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log}
-	db, err := store.Open(ctx, store.Config{URL: cfg.databaseURL(), Now: cfg.Clock, Logger: log,
+	db, err := store.Open(ctx, store.Config{URL: cfg.databaseURL(), Now: cfg.Clock, Logger: log, SecretKey: key.key,
 		OnRevision: func(ws string, _ int64) {
 			if s.fleet != nil {
 				s.fleet.Notify(ws)
@@ -107,6 +107,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("secret key from %s: %w", key.path, err)
 		}
 		return nil, err
+	}
+	// The key opened the CA, so it is the installation's: private keys
+	// that older hubs stored in the clear can now be sealed under it.
+	if n, err := db.SealClearSecrets(ctx); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("sealed private keys stored in the clear", "rows", n)
 	}
 	if err := s.firstStart(ctx); err != nil {
 		return nil, err

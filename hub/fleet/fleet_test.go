@@ -43,7 +43,7 @@ spec:
 
 func openStore(t *testing.T) *store.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), store.Config{URL: filepath.Join(t.TempDir(), "hub.db")})
+	db, err := store.Open(context.Background(), store.Config{URL: filepath.Join(t.TempDir(), "hub.db"), SecretKey: make([]byte, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}

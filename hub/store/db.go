@@ -29,6 +29,10 @@ type Config struct {
 	// MaxConns bounds the PostgreSQL pool; 0 means pgx's default or the
 	// URL's pool_max_conns.
 	MaxConns int32
+	// SecretKey is the installation's 32-byte secret key, which every hub
+	// is given. The secret fields of resources (a Certificate's private
+	// key) are stored sealed under keys derived from it. Required.
+	SecretKey []byte
 	// OnRevision, when set, is called after every committed change to a
 	// workspace with its new revision (the hub pushes it to agents). It
 	// must not block.
@@ -43,6 +47,7 @@ type DB struct {
 	log   *slog.Logger
 
 	onRevision func(ws string, rev int64)
+	secrets    *secrets
 
 	retries atomic.Int64 // transaction attempts after the first
 	writes  atomic.Int64 // write transactions committed
@@ -61,7 +66,11 @@ type Stats struct {
 // Open connects to the database named by cfg.URL and migrates it to this
 // binary's schema.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
-	db := &DB{now: cfg.Now, newID: cfg.NewID, log: cfg.Logger, onRevision: cfg.OnRevision}
+	sec, err := newSecrets(cfg.SecretKey)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db := &DB{now: cfg.Now, newID: cfg.NewID, log: cfg.Logger, onRevision: cfg.OnRevision, secrets: sec}
 	if db.now == nil {
 		db.now = time.Now
 	}
@@ -71,7 +80,6 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if db.log == nil {
 		db.log = slog.Default()
 	}
-	var err error
 	switch u := cfg.URL; {
 	case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
 		db.b, err = openPostgres(ctx, u, cfg.MaxConns)

@@ -53,7 +53,7 @@ func (db *DB) RevisionResources(ctx context.Context, ws string, revision int64) 
 			if err := rs.Scan(&kind, &name, &labels, &spec, &r.Version, &created, &r.UpdatedAt); err != nil {
 				return err
 			}
-			if r.Doc, err = decode(kind, name, labels, spec); err != nil {
+			if r.Doc, err = db.decode(kind, name, labels, spec); err != nil {
 				return err
 			}
 			// Only a pruned history lacks the creating row.

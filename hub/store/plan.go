@@ -30,7 +30,7 @@ func (db *DB) PlanApply(ctx context.Context, ws string, docs []schema.Resource, 
 			invalid = append(invalid, err)
 			continue
 		}
-		enc, err := encode(&docs[i])
+		enc, err := db.encode(&docs[i])
 		if err != nil {
 			return ApplyResult{}, nil, err
 		}
@@ -54,7 +54,7 @@ func (db *DB) PlanApply(ctx context.Context, ws string, docs []schema.Resource, 
 		if err != nil {
 			return err
 		}
-		list, err := scanResources(rs, ws)
+		list, err := db.scanResources(rs, ws)
 		if err != nil {
 			return err
 		}
@@ -71,7 +71,7 @@ func (db *DB) PlanApply(ctx context.Context, ws string, docs []schema.Resource, 
 			after[k] = docs[i]
 			// The new document as the store would read it back, so that a
 			// dry run's diff equals the one of the real apply.
-			stored, err := decode(string(k.kind), k.name, []byte(encs[i].labels), []byte(encs[i].spec))
+			stored, err := db.decode(string(k.kind), k.name, []byte(encs[i].labels), []byte(encs[i].spec))
 			if err != nil {
 				return err
 			}
@@ -81,7 +81,7 @@ func (db *DB) PlanApply(ctx context.Context, ws string, docs []schema.Resource, 
 				diff = append(diff, DiffEntry{Kind: k.kind, Name: k.name, Op: Added, New: &stored})
 				continue
 			}
-			oldEnc, err := encode(&old.Doc)
+			oldEnc, err := db.encode(&old.Doc)
 			if err != nil {
 				return err
 			}

@@ -29,13 +29,14 @@ func sortKeys(ks []key) {
 }
 
 // encoded is a document in its canonical stored form: Go's JSON encoding
-// of the labels and the typed spec, which is what "unchanged" compares.
+// of the labels and the typed spec, secrets sealed (secrets.go), which is
+// what "unchanged" compares.
 type encoded struct {
 	labels string
 	spec   string
 }
 
-func encode(doc *schema.Resource) (encoded, error) {
+func (db *DB) encode(doc *schema.Resource) (encoded, error) {
 	if doc.Spec == nil {
 		return encoded{}, fmt.Errorf("%s %q: %w: spec is missing", doc.Kind, doc.Metadata.Name, ErrInvalid)
 	}
@@ -50,7 +51,7 @@ func encode(doc *schema.Resource) (encoded, error) {
 	if err != nil {
 		return encoded{}, err
 	}
-	s, err := json.Marshal(doc.Spec)
+	s, err := json.Marshal(db.secrets.sealSpec(doc.Spec))
 	if err != nil {
 		return encoded{}, fmt.Errorf("%s %q: encode spec: %w", doc.Kind, doc.Metadata.Name, err)
 	}
@@ -58,7 +59,7 @@ func encode(doc *schema.Resource) (encoded, error) {
 }
 
 // decode rebuilds a document from its stored columns.
-func decode(kind, name string, labels, spec []byte) (schema.Resource, error) {
+func (db *DB) decode(kind, name string, labels, spec []byte) (schema.Resource, error) {
 	doc := schema.Resource{APIVersion: schema.APIVersion, Kind: schema.Kind(kind), Metadata: schema.Metadata{Name: name}}
 	if err := json.Unmarshal(labels, &doc.Metadata.Labels); err != nil {
 		return doc, fmt.Errorf("stored %s %q: labels: %w", kind, name, err)
@@ -67,6 +68,9 @@ func decode(kind, name string, labels, spec []byte) (schema.Resource, error) {
 		doc.Metadata.Labels = nil
 	}
 	s, err := schema.DecodeSpec(doc.Kind, spec)
+	if err == nil {
+		err = db.secrets.openSpec(s)
+	}
 	if err != nil {
 		return doc, fmt.Errorf("stored %s %q: spec: %w", kind, name, err)
 	}
@@ -76,7 +80,7 @@ func decode(kind, name string, labels, spec []byte) (schema.Resource, error) {
 
 const resourceColumns = "kind, name, labels, spec, version, created_at, updated_at"
 
-func scanResources(rs rows, ws string) ([]Resource, error) {
+func (db *DB) scanResources(rs rows, ws string) ([]Resource, error) {
 	defer rs.Close()
 	var out []Resource
 	for rs.Next() {
@@ -88,7 +92,7 @@ func scanResources(rs rows, ws string) ([]Resource, error) {
 		if err := rs.Scan(&kind, &name, &labels, &spec, &r.Version, &r.CreatedAt, &r.UpdatedAt); err != nil {
 			return nil, err
 		}
-		doc, err := decode(kind, name, labels, spec)
+		doc, err := db.decode(kind, name, labels, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -128,7 +132,7 @@ func (db *DB) GetResource(ctx context.Context, ws string, kind schema.Kind, name
 		if err != nil {
 			return err
 		}
-		out, err = scanResources(rs, ws)
+		out, err = db.scanResources(rs, ws)
 		return err
 	})
 	if err != nil {
@@ -160,7 +164,7 @@ func (db *DB) ListResources(ctx context.Context, ws string, kind schema.Kind) ([
 		if err != nil {
 			return err
 		}
-		out, err = scanResources(rs, ws)
+		out, err = db.scanResources(rs, ws)
 		return err
 	})
 	if err != nil {
@@ -257,7 +261,7 @@ func (db *DB) commit(ctx context.Context, ws string, muts []mutation, c Change) 
 			invalid = append(invalid, err)
 			continue
 		}
-		enc, err := encode(m.doc)
+		enc, err := db.encode(m.doc)
 		if err != nil {
 			return commitResult{}, err
 		}
@@ -278,13 +282,13 @@ func (db *DB) commit(ctx context.Context, ws string, muts []mutation, c Change) 
 		if err != nil {
 			return err
 		}
-		list, err := scanResources(rs, ws)
+		list, err := db.scanResources(rs, ws)
 		if err != nil {
 			return err
 		}
 		set := make(map[key]*current, len(list))
 		for _, r := range list {
-			enc, err := encode(&r.Doc)
+			enc, err := db.encode(&r.Doc)
 			if err != nil {
 				return err
 			}
@@ -456,7 +460,7 @@ func (db *DB) ResourcesAt(ctx context.Context, ws string, revision int64) ([]sch
 	var out []schema.Resource
 	err := db.tx(ctx, false, func(q querier) error {
 		var err error
-		out, err = resourcesAt(ctx, q, ws, revision)
+		out, err = db.resourcesAt(ctx, q, ws, revision)
 		return err
 	})
 	if err != nil {
@@ -465,7 +469,7 @@ func (db *DB) ResourcesAt(ctx context.Context, ws string, revision int64) ([]sch
 	return out, nil
 }
 
-func resourcesAt(ctx context.Context, q querier, ws string, revision int64) ([]schema.Resource, error) {
+func (db *DB) resourcesAt(ctx context.Context, q querier, ws string, revision int64) ([]schema.Resource, error) {
 	cur, err := workspaceRevision(ctx, q, ws)
 	if err != nil {
 		return nil, err
@@ -489,7 +493,7 @@ func resourcesAt(ctx context.Context, q querier, ws string, revision int64) ([]s
 		if err := rs.Scan(&kind, &name, &labels, &spec); err != nil {
 			return nil, err
 		}
-		doc, err := decode(kind, name, labels, spec)
+		doc, err := db.decode(kind, name, labels, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -513,10 +517,10 @@ func (db *DB) Diff(ctx context.Context, ws string, from, to int64) ([]DiffEntry,
 	var a, b []schema.Resource
 	err := db.tx(ctx, false, func(q querier) error {
 		var err error
-		if a, err = resourcesAt(ctx, q, ws, from); err != nil {
+		if a, err = db.resourcesAt(ctx, q, ws, from); err != nil {
 			return err
 		}
-		b, err = resourcesAt(ctx, q, ws, to)
+		b, err = db.resourcesAt(ctx, q, ws, to)
 		return err
 	})
 	if err != nil {
@@ -536,8 +540,8 @@ func (db *DB) Diff(ctx context.Context, ws string, from, to int64) ([]DiffEntry,
 			out = append(out, DiffEntry{Kind: k.kind, Name: k.name, Op: Added, New: n})
 			continue
 		}
-		eo, err1 := encode(o)
-		en, err2 := encode(n)
+		eo, err1 := db.encode(o)
+		en, err2 := db.encode(n)
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}

@@ -60,7 +60,7 @@ func (db *DB) rollbackOnce(ctx context.Context, ws string, number int64, c Chang
 		if number < 1 || number > base {
 			return fmt.Errorf("revision %d (current is %d): %w", number, base, ErrNotFound)
 		}
-		target, err := resourcesAt(ctx, q, ws, number)
+		target, err := db.resourcesAt(ctx, q, ws, number)
 		if err != nil {
 			return err
 		}
@@ -68,7 +68,7 @@ func (db *DB) rollbackOnce(ctx context.Context, ws string, number int64, c Chang
 		if err != nil {
 			return err
 		}
-		now, err := scanResources(rs, ws)
+		now, err := db.scanResources(rs, ws)
 		if err != nil {
 			return err
 		}
@@ -122,6 +122,7 @@ func (db *DB) guarded(check func(ctx context.Context, q querier) error) *DB {
 		newID:      db.newID,
 		log:        db.log,
 		onRevision: db.onRevision,
+		secrets:    db.secrets,
 	}
 }
 

@@ -346,7 +346,7 @@ func TestGuardedKeepsEveryField(t *testing.T) {
 func TestRollbackNotifies(t *testing.T) {
 	ctx := context.Background()
 	var got []int64
-	db, err := Open(ctx, Config{URL: filepath.Join(t.TempDir(), "nxmesh.db"), Logger: slog.New(slog.DiscardHandler),
+	db, err := Open(ctx, Config{URL: filepath.Join(t.TempDir(), "nxmesh.db"), Logger: slog.New(slog.DiscardHandler), SecretKey: testSecretKey,
 		OnRevision: func(_ string, rev int64) { got = append(got, rev) }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,9 +53,12 @@ func eachBackend(t *testing.T, f func(t *testing.T, url string)) {
 	t.Run("postgres", func(t *testing.T) { f(t, testenv.PostgresURL(t)) })
 }
 
+// testSecretKey is the installation's secret key in the store's tests.
+var testSecretKey = bytes.Repeat([]byte{7}, 32)
+
 func openDB(t testing.TB, url string, clk *fakeClock) *DB {
 	t.Helper()
-	cfg := Config{URL: url, MaxConns: 20, Logger: slog.New(slog.DiscardHandler)}
+	cfg := Config{URL: url, MaxConns: 20, Logger: slog.New(slog.DiscardHandler), SecretKey: testSecretKey}
 	if clk != nil {
 		cfg.Now = clk.Now
 	}
@@ -306,7 +310,7 @@ func TestMigrations(t *testing.T) {
 		var g errgroup.Group
 		for range 8 {
 			g.Go(func() error {
-				db, err := Open(ctx, Config{URL: url, Logger: slog.New(slog.DiscardHandler)})
+				db, err := Open(ctx, Config{URL: url, Logger: slog.New(slog.DiscardHandler), SecretKey: testSecretKey})
 				if err != nil {
 					return err
 				}
@@ -348,7 +352,7 @@ func TestMigrations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = Open(ctx, Config{URL: url, Logger: slog.New(slog.DiscardHandler)})
+		_, err = Open(ctx, Config{URL: url, Logger: slog.New(slog.DiscardHandler), SecretKey: testSecretKey})
 		var tooNew *SchemaTooNewError
 		if !errors.Is(err, ErrSchemaTooNew) || !errors.As(err, &tooNew) || tooNew.Database != max+7 || tooNew.Binary != max {
 			t.Fatalf("open of a newer schema: %v, want SchemaTooNewError %d > %d", err, max+7, max)

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nxmesh/nxmesh/schema"
+)
+
+// shopDocs are the example shop's resources, among them a Certificate
+// with its private key.
+func shopDocs(t *testing.T) (docs []schema.Resource, key string) {
+	t.Helper()
+	data, err := os.ReadFile("../../schema/testdata/examples/shop.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err = schema.Decode("shop.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if c, ok := d.Spec.(*schema.CertificateSpec); ok {
+			key = c.PrivateKey
+		}
+	}
+	if !strings.Contains(key, "PRIVATE KEY") {
+		t.Fatal("the example has no private key")
+	}
+	return docs, key
+}
+
+// storedSpecs are every stored form of the shop-tls spec: the current row
+// and its history.
+func storedSpecs(t *testing.T, db *DB, ws string) []string {
+	t.Helper()
+	var out []string
+	err := db.tx(context.Background(), false, func(q querier) error {
+		out = nil
+		for _, query := range []string{
+			"SELECT spec FROM resources WHERE workspace = $1 AND name = 'shop-tls'",
+			"SELECT spec FROM resource_history WHERE workspace = $1 AND name = 'shop-tls'",
+		} {
+			rs, err := q.query(context.Background(), query, ws)
+			if err != nil {
+				return err
+			}
+			for rs.Next() {
+				var spec []byte
+				if err := rs.Scan(&spec); err != nil {
+					rs.Close()
+					return err
+				}
+				out = append(out, string(spec))
+			}
+			rs.Close()
+			if err := rs.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCertificateKeySealedAtRest: a Certificate's private key is stored
+// sealed, in the resource and in its history, and reads back as given. A
+// re-apply of the same key is no change; a store given another secret
+// key cannot read it back, and says so.
+func TestCertificateKeySealedAtRest(t *testing.T) {
+	eachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		db := openDB(t, url, nil)
+		ws, _ := db.EnsureDefault(ctx)
+		docs, key := shopDocs(t)
+		if _, err := db.Apply(ctx, ws.Name, docs, alice); err != nil {
+			t.Fatal(err)
+		}
+
+		specs := storedSpecs(t, db, ws.Name)
+		if len(specs) != 2 {
+			t.Fatalf("%d stored forms of shop-tls, want the resource and one history row", len(specs))
+		}
+		for _, s := range specs {
+			if strings.Contains(s, "PRIVATE KEY") || !strings.Contains(s, sealedPrefix) {
+				t.Errorf("stored spec holds the key in the clear, or unsealed:\n%s", s)
+			}
+		}
+
+		r, err := db.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Doc.Spec.(*schema.CertificateSpec).PrivateKey; got != key {
+			t.Errorf("key read back differs:\n%s", got)
+		}
+		at, err := db.RevisionResources(ctx, ws.Name, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range at {
+			if c, ok := r.Doc.Spec.(*schema.CertificateSpec); ok && c.PrivateKey != key {
+				t.Errorf("key read back from history differs:\n%s", c.PrivateKey)
+			}
+		}
+
+		res, err := db.Apply(ctx, ws.Name, docs, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range res.Resources {
+			if a.Op != Unchanged {
+				t.Errorf("re-apply of the same documents: %s %s %s", a.Kind, a.Name, a.Op)
+			}
+		}
+
+		other, err := Open(ctx, Config{URL: url, Logger: slog.New(slog.DiscardHandler), SecretKey: bytes.Repeat([]byte{8}, 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if _, err := other.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls"); !errors.Is(err, ErrSecretKey) {
+			t.Errorf("read with another secret key: %v, want ErrSecretKey", err)
+		}
+	})
+}
+
+// TestCertificateKeyStoredInTheClear: rows written before keys were
+// sealed hold them in the clear. They read back, and SealClearSecrets
+// seals them, in the resource and its history, once.
+func TestCertificateKeyStoredInTheClear(t *testing.T) {
+	eachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		db := openDB(t, url, nil)
+		ws, _ := db.EnsureDefault(ctx)
+		docs, key := shopDocs(t)
+		if _, err := db.Apply(ctx, ws.Name, docs, alice); err != nil {
+			t.Fatal(err)
+		}
+		var cert *schema.CertificateSpec
+		for _, d := range docs {
+			if c, ok := d.Spec.(*schema.CertificateSpec); ok {
+				cert = c
+			}
+		}
+		// The rows as an older hub wrote them: the spec's plain JSON.
+		clear := `{"certificate":` + jsonString(t, cert.Certificate) + `,"privateKey":` + jsonString(t, key) + `}`
+		err := db.tx(ctx, true, func(q querier) error {
+			for _, table := range []string{"resources", "resource_history"} {
+				if _, err := q.exec(ctx, "UPDATE "+table+" SET spec = $1 WHERE workspace = $2 AND name = 'shop-tls'", clear, ws.Name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBack := func(when string) {
+			t.Helper()
+			r, err := db.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Doc.Spec.(*schema.CertificateSpec).PrivateKey; got != key {
+				t.Fatalf("%s: key reads back as:\n%s", when, got)
+			}
+		}
+		readBack("stored in the clear")
+
+		n, err := db.SealClearSecrets(ctx)
+		if err != nil || n != 2 {
+			t.Fatalf("SealClearSecrets sealed %d rows (%v); want the resource and its history row", n, err)
+		}
+		for _, s := range storedSpecs(t, db, ws.Name) {
+			if strings.Contains(s, "PRIVATE KEY") || !strings.Contains(s, sealedPrefix) {
+				t.Errorf("after SealClearSecrets, a stored spec holds the key in the clear:\n%s", s)
+			}
+		}
+		readBack("sealed")
+		if n, err := db.SealClearSecrets(ctx); err != nil || n != 0 {
+			t.Errorf("second SealClearSecrets sealed %d rows (%v); want none", n, err)
+		}
+		res, err := db.Apply(ctx, ws.Name, docs, alice)
+		if err != nil || res.Changed {
+			t.Errorf("re-apply after sealing changed something (%v): %+v", err, res.Resources)
+		}
+	})
+}
+
+func jsonString(t *testing.T, s string) string {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestSecretsOpenRefuses: a sealed value that was altered, or that is not
+// base64, does not open; nothing else does either.
+func TestSecretsOpenRefuses(t *testing.T) {
+	s, err := newSecrets(testSecretKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := s.seal("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+	if again := s.seal("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"); again != sealed {
+		t.Errorf("sealing is not deterministic: %s, then %s", sealed, again)
+	}
+	if other := s.seal("another key"); other[:len(sealedPrefix)+16] == sealed[:len(sealedPrefix)+16] {
+		t.Errorf("two keys sealed with the same nonce: %s, %s", sealed, other)
+	}
+	flipped := []byte(sealed)
+	flipped[len(flipped)-3] ^= 'A' ^ 'B'
+	if flipped[len(flipped)-3] == sealed[len(sealed)-3] {
+		flipped[len(flipped)-3] = 'C'
+	}
+	for name, v := range map[string]string{
+		"altered":    string(flipped),
+		"not base64": sealedPrefix + "!!!",
+		"too short":  sealedPrefix + "AAAA",
+	} {
+		if got, err := s.open(v); err == nil {
+			t.Errorf("%s: opened as %q", name, got)
+		}
+	}
+	if _, err := newSecrets(make([]byte, 16)); err == nil {
+		t.Error("a 16-byte secret key was taken")
+	}
+}
