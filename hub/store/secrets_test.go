@@ -13,27 +13,42 @@ import (
 	"github.com/nxmesh/nxmesh/schema"
 )
 
-// shopDocs are the example shop's resources, among them a Certificate
-// with its private key.
-func shopDocs(t *testing.T) (docs []schema.Resource, key string) {
+// shop is the example shop, among its resources a Certificate with its
+// private key, applied to a fresh store's default workspace.
+type shop struct {
+	db   *DB
+	ws   string
+	docs []schema.Resource
+	cert *schema.CertificateSpec // as given
+}
+
+func applyShop(t *testing.T, url string) shop {
 	t.Helper()
 	data, err := os.ReadFile("../../schema/testdata/examples/shop.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs, err = schema.Decode("shop.yaml", data)
+	s := shop{db: openDB(t, url, nil)}
+	if s.docs, err = schema.Decode("shop.yaml", data); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range s.docs {
+		if c, ok := d.Spec.(*schema.CertificateSpec); ok {
+			s.cert = c
+		}
+	}
+	if s.cert == nil || !strings.Contains(s.cert.PrivateKey, "PRIVATE KEY") {
+		t.Fatal("the example has no private key")
+	}
+	ws, err := s.db.EnsureDefault(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range docs {
-		if c, ok := d.Spec.(*schema.CertificateSpec); ok {
-			key = c.PrivateKey
-		}
+	s.ws = ws.Name
+	if _, err := s.db.Apply(context.Background(), s.ws, s.docs, alice); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(key, "PRIVATE KEY") {
-		t.Fatal("the example has no private key")
-	}
-	return docs, key
+	return s
 }
 
 // storedSpecs are every stored form of the shop-tls spec: the current row
@@ -79,31 +94,27 @@ func storedSpecs(t *testing.T, db *DB, ws string) []string {
 func TestCertificateKeySealedAtRest(t *testing.T) {
 	eachBackend(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		db := openDB(t, url, nil)
-		ws, _ := db.EnsureDefault(ctx)
-		docs, key := shopDocs(t)
-		if _, err := db.Apply(ctx, ws.Name, docs, alice); err != nil {
-			t.Fatal(err)
-		}
+		s := applyShop(t, url)
+		db, ws, key := s.db, s.ws, s.cert.PrivateKey
 
-		specs := storedSpecs(t, db, ws.Name)
+		specs := storedSpecs(t, db, ws)
 		if len(specs) != 2 {
 			t.Fatalf("%d stored forms of shop-tls, want the resource and one history row", len(specs))
 		}
-		for _, s := range specs {
-			if strings.Contains(s, "PRIVATE KEY") || !strings.Contains(s, sealedPrefix) {
-				t.Errorf("stored spec holds the key in the clear, or unsealed:\n%s", s)
+		for _, spec := range specs {
+			if strings.Contains(spec, "PRIVATE KEY") || !strings.Contains(spec, sealedPrefix) {
+				t.Errorf("stored spec holds the key in the clear, or unsealed:\n%s", spec)
 			}
 		}
 
-		r, err := db.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls")
+		r, err := db.GetResource(ctx, ws, schema.KindCertificate, "shop-tls")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := r.Doc.Spec.(*schema.CertificateSpec).PrivateKey; got != key {
 			t.Errorf("key read back differs:\n%s", got)
 		}
-		at, err := db.RevisionResources(ctx, ws.Name, 1)
+		at, err := db.RevisionResources(ctx, ws, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +124,7 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 			}
 		}
 
-		res, err := db.Apply(ctx, ws.Name, docs, alice)
+		res, err := db.Apply(ctx, ws, s.docs, alice)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +139,7 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer other.Close()
-		if _, err := other.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls"); !errors.Is(err, ErrSecretKey) {
+		if _, err := other.GetResource(ctx, ws, schema.KindCertificate, "shop-tls"); !errors.Is(err, ErrSecretKey) {
 			t.Errorf("read with another secret key: %v, want ErrSecretKey", err)
 		}
 	})
@@ -140,23 +151,13 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 func TestCertificateKeyStoredInTheClear(t *testing.T) {
 	eachBackend(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		db := openDB(t, url, nil)
-		ws, _ := db.EnsureDefault(ctx)
-		docs, key := shopDocs(t)
-		if _, err := db.Apply(ctx, ws.Name, docs, alice); err != nil {
-			t.Fatal(err)
-		}
-		var cert *schema.CertificateSpec
-		for _, d := range docs {
-			if c, ok := d.Spec.(*schema.CertificateSpec); ok {
-				cert = c
-			}
-		}
+		s := applyShop(t, url)
+		db, ws, key, cert := s.db, s.ws, s.cert.PrivateKey, s.cert
 		// The rows as an older hub wrote them: the spec's plain JSON.
 		clear := `{"certificate":` + jsonString(t, cert.Certificate) + `,"privateKey":` + jsonString(t, key) + `}`
 		err := db.tx(ctx, true, func(q querier) error {
 			for _, table := range []string{"resources", "resource_history"} {
-				if _, err := q.exec(ctx, "UPDATE "+table+" SET spec = $1 WHERE workspace = $2 AND name = 'shop-tls'", clear, ws.Name); err != nil {
+				if _, err := q.exec(ctx, "UPDATE "+table+" SET spec = $1 WHERE workspace = $2 AND name = 'shop-tls'", clear, ws); err != nil {
 					return err
 				}
 			}
@@ -167,7 +168,7 @@ func TestCertificateKeyStoredInTheClear(t *testing.T) {
 		}
 		readBack := func(when string) {
 			t.Helper()
-			r, err := db.GetResource(ctx, ws.Name, schema.KindCertificate, "shop-tls")
+			r, err := db.GetResource(ctx, ws, schema.KindCertificate, "shop-tls")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,16 +182,16 @@ func TestCertificateKeyStoredInTheClear(t *testing.T) {
 		if err != nil || n != 2 {
 			t.Fatalf("SealClearSecrets sealed %d rows (%v); want the resource and its history row", n, err)
 		}
-		for _, s := range storedSpecs(t, db, ws.Name) {
-			if strings.Contains(s, "PRIVATE KEY") || !strings.Contains(s, sealedPrefix) {
-				t.Errorf("after SealClearSecrets, a stored spec holds the key in the clear:\n%s", s)
+		for _, spec := range storedSpecs(t, db, ws) {
+			if strings.Contains(spec, "PRIVATE KEY") || !strings.Contains(spec, sealedPrefix) {
+				t.Errorf("after SealClearSecrets, a stored spec holds the key in the clear:\n%s", spec)
 			}
 		}
 		readBack("sealed")
 		if n, err := db.SealClearSecrets(ctx); err != nil || n != 0 {
 			t.Errorf("second SealClearSecrets sealed %d rows (%v); want none", n, err)
 		}
-		res, err := db.Apply(ctx, ws.Name, docs, alice)
+		res, err := db.Apply(ctx, ws, s.docs, alice)
 		if err != nil || res.Changed {
 			t.Errorf("re-apply after sealing changed something (%v): %+v", err, res.Resources)
 		}
