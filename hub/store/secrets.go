@@ -140,7 +140,10 @@ func (db *DB) SealClearSecrets(ctx context.Context) (int, error) {
 			if table == "resource_history" {
 				rev = "revision"
 			}
-			rs, err := q.query(ctx, "SELECT workspace, name, "+rev+", spec FROM "+table+" WHERE kind = $1", string(schema.KindCertificate))
+			// Only rows with no sealed value are read: once sealed, a start
+			// decodes nothing (no certificate PEM holds the prefix).
+			rs, err := q.query(ctx, "SELECT workspace, name, "+rev+", spec FROM "+table+
+				" WHERE kind = $1 AND CAST(spec AS TEXT) NOT LIKE $2", string(schema.KindCertificate), "%"+sealedPrefix+"%")
 			if err != nil {
 				return err
 			}

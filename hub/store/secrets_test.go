@@ -195,6 +195,17 @@ func TestCertificateKeyStoredInTheClear(t *testing.T) {
 		if err != nil || res.Changed {
 			t.Errorf("re-apply after sealing changed something (%v): %+v", err, res.Resources)
 		}
+		// A deleted Certificate leaves a history row without a spec, which
+		// a hub's start must pass over.
+		for _, k := range []schema.Kind{schema.KindVirtualHost, schema.KindCertificate} {
+			name := map[schema.Kind]string{schema.KindVirtualHost: "shop", schema.KindCertificate: "shop-tls"}[k]
+			if _, err := db.DeleteResource(ctx, ws, k, name, 0, alice); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := db.SealClearSecrets(ctx); err != nil || n != 0 {
+			t.Errorf("SealClearSecrets after a Certificate was deleted: %d rows, %v; want none", n, err)
+		}
 	})
 }
 
