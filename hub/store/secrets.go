@@ -63,7 +63,7 @@ func derive(key []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-// aad binds a sealed value to the field it was sealed for.
+// secretAAD binds a sealed value to the field it was sealed for.
 const secretAAD = "Certificate spec.privateKey"
 
 func (s *secrets) seal(plain string) string {
@@ -76,7 +76,7 @@ func (s *secrets) seal(plain string) string {
 
 // open returns the plaintext of a sealed value. A value without the
 // prefix is returned as it is: rows written before secrets were sealed
-// hold the key in the clear, and are sealed when next written.
+// hold the key in the clear (until SealClearSecrets or the next write).
 func (s *secrets) open(v string) (string, error) {
 	enc, ok := strings.CutPrefix(v, sealedPrefix)
 	if !ok {
