@@ -7,9 +7,6 @@ import (
 	"github.com/nxmesh/nxmesh/schema"
 )
 
-// redactedPrefix starts what the API shows in place of a private key.
-const redactedPrefix = "redacted:sha256:"
-
 // redactSpec returns spec with secrets replaced by a short digest, for
 // every answer the API gives: a Certificate's private key is write-only.
 // The digest lets a diff show that a key changed without showing the key.
@@ -20,7 +17,7 @@ func redactSpec(spec schema.Spec) schema.Spec {
 	}
 	sum := sha256.Sum256([]byte(c.PrivateKey))
 	out := *c
-	out.PrivateKey = redactedPrefix + hex.EncodeToString(sum[:8])
+	out.PrivateKey = schema.RedactedKeyPrefix + hex.EncodeToString(sum[:8])
 	return &out
 }
 

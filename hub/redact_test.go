@@ -46,7 +46,7 @@ func TestPrivateKeysNeverAnswered(t *testing.T) {
 		if bytes.Contains(a.body, secret) {
 			t.Errorf("%s answers the private key:\n%s", name, a.body)
 		}
-		if !bytes.Contains(a.body, []byte(redactedPrefix)) {
+		if !bytes.Contains(a.body, []byte(schema.RedactedKeyPrefix)) {
 			t.Errorf("%s shows no key digest:\n%s", name, a.body)
 		}
 	}

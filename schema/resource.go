@@ -229,6 +229,10 @@ func (s *Selector) Matches(labels map[string]string) bool {
 	return true
 }
 
+// RedactedKeyPrefix starts what the API shows in place of a Certificate's
+// private key: the key is write-only, and a digest stands in its place.
+const RedactedKeyPrefix = "redacted:sha256:"
+
 // CertificateSpec is an uploaded certificate chain and its private key, both
 // PEM. The private key is a secret: it is never logged.
 type CertificateSpec struct {

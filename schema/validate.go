@@ -545,6 +545,10 @@ func (s *CertificateSpec) validateKey(l *errorList) crypto.Signer {
 		l.add(p, "must be at most %d bytes", maxPrivateKeyPEM)
 		return nil
 	}
+	if strings.HasPrefix(s.PrivateKey, RedactedKeyPrefix) {
+		l.add(p, "is the digest the API shows in place of a key, which is write-only: put the PEM private key in its place to apply this Certificate")
+		return nil
+	}
 	blocks, e := pemBlocks(s.PrivateKey)
 	if e != "" || len(blocks) != 1 {
 		l.add(p, "%s", want)

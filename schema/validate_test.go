@@ -310,6 +310,7 @@ locations:
 		{"broken certificate", cert("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", keyPEM), []string{"spec.certificate: PEM block 1 is not a valid X.509 certificate"}},
 		{"broken key", cert(certPEM, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), []string{"spec.privateKey: is not a valid PRIVATE KEY block"}},
 		{"missing certificate", doc("Certificate", "privateKey: x"), []string{"spec.certificate: required", "spec.privateKey: must hold exactly one"}},
+		{"redacted key, as get prints it", cert(certPEM, RedactedKeyPrefix+"0123456789abcdef\n"), []string{"spec.privateKey: is the digest the API shows in place of a key"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
