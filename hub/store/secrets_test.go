@@ -250,3 +250,27 @@ func TestSecretsOpenRefuses(t *testing.T) {
 		t.Error("a 16-byte secret key was taken")
 	}
 }
+
+// FuzzSecretsOpen checks that open never panics on what a database column
+// could hold, passes a value without the sealed prefix through unchanged,
+// and opens whatever seal made back to its plaintext.
+func FuzzSecretsOpen(f *testing.F) {
+	s, err := newSecrets(testSecretKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+	f.Add(sealedPrefix)
+	f.Add(sealedPrefix + "AAAA")
+	f.Add(sealedPrefix + "!!!")
+	f.Add(s.seal("a key"))
+	f.Fuzz(func(t *testing.T, v string) {
+		if got, err := s.open(s.seal(v)); err != nil || got != v {
+			t.Fatalf("sealed %q opens as %q, %v", v, got, err)
+		}
+		got, err := s.open(v)
+		if !strings.HasPrefix(v, sealedPrefix) && (err != nil || got != v) {
+			t.Fatalf("unsealed %q opens as %q, %v", v, got, err)
+		}
+	})
+}
