@@ -145,6 +145,34 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 	})
 }
 
+// TestCertificateKeySurvivesRollback: a rollback to a revision whose
+// Certificate was deleted restores it, sealed, with its key.
+func TestCertificateKeySurvivesRollback(t *testing.T) {
+	ctx := context.Background()
+	s := applyShop(t, t.TempDir()+"/nxmesh.db")
+	for _, k := range []schema.Kind{schema.KindVirtualHost, schema.KindCertificate} {
+		name := map[schema.Kind]string{schema.KindVirtualHost: "shop", schema.KindCertificate: "shop-tls"}[k]
+		if _, err := s.db.DeleteResource(ctx, s.ws, k, name, 0, alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.db.Rollback(ctx, s.ws, 1, alice); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.db.GetResource(ctx, s.ws, schema.KindCertificate, "shop-tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Doc.Spec.(*schema.CertificateSpec).PrivateKey; got != s.cert.PrivateKey {
+		t.Errorf("key after rollback:\n%s", got)
+	}
+	for _, spec := range storedSpecs(t, s.db, s.ws) {
+		if strings.Contains(spec, "PRIVATE KEY") {
+			t.Errorf("a stored spec holds the key in the clear after rollback:\n%s", spec)
+		}
+	}
+}
+
 // TestCertificateKeyStoredInTheClear: rows written before keys were
 // sealed hold them in the clear. They read back, and SealClearSecrets
 // seals them, in the resource and its history, once.
