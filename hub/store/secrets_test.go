@@ -51,6 +51,20 @@ func applyShop(t *testing.T, url string) shop {
 	return s
 }
 
+// deleteCertificate deletes shop-tls, and first the VirtualHost that
+// names it.
+func (s shop) deleteCertificate(t *testing.T) {
+	t.Helper()
+	for _, r := range []struct {
+		kind schema.Kind
+		name string
+	}{{schema.KindVirtualHost, "shop"}, {schema.KindCertificate, "shop-tls"}} {
+		if _, err := s.db.DeleteResource(context.Background(), s.ws, r.kind, r.name, 0, alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // storedSpecs are every stored form of the shop-tls spec: the current row
 // and its history.
 func storedSpecs(t *testing.T, db *DB, ws string) []string {
@@ -118,10 +132,17 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		certs := 0
 		for _, r := range at {
-			if c, ok := r.Doc.Spec.(*schema.CertificateSpec); ok && c.PrivateKey != key {
-				t.Errorf("key read back from history differs:\n%s", c.PrivateKey)
+			if c, ok := r.Doc.Spec.(*schema.CertificateSpec); ok {
+				certs++
+				if c.PrivateKey != key {
+					t.Errorf("key read back from history differs:\n%s", c.PrivateKey)
+				}
 			}
+		}
+		if certs != 1 {
+			t.Errorf("revision 1 holds %d Certificates, want 1", certs)
 		}
 
 		res, err := db.Apply(ctx, ws, s.docs, alice)
@@ -150,12 +171,7 @@ func TestCertificateKeySealedAtRest(t *testing.T) {
 func TestCertificateKeySurvivesRollback(t *testing.T) {
 	ctx := context.Background()
 	s := applyShop(t, t.TempDir()+"/nxmesh.db")
-	for _, k := range []schema.Kind{schema.KindVirtualHost, schema.KindCertificate} {
-		name := map[schema.Kind]string{schema.KindVirtualHost: "shop", schema.KindCertificate: "shop-tls"}[k]
-		if _, err := s.db.DeleteResource(ctx, s.ws, k, name, 0, alice); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s.deleteCertificate(t)
 	if _, err := s.db.Rollback(ctx, s.ws, 1, alice); err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +241,7 @@ func TestCertificateKeyStoredInTheClear(t *testing.T) {
 		}
 		// A deleted Certificate leaves a history row without a spec, which
 		// a hub's start must pass over.
-		for _, k := range []schema.Kind{schema.KindVirtualHost, schema.KindCertificate} {
-			name := map[schema.Kind]string{schema.KindVirtualHost: "shop", schema.KindCertificate: "shop-tls"}[k]
-			if _, err := db.DeleteResource(ctx, ws, k, name, 0, alice); err != nil {
-				t.Fatal(err)
-			}
-		}
+		s.deleteCertificate(t)
 		if n, err := db.SealClearSecrets(ctx); err != nil || n != 0 {
 			t.Errorf("SealClearSecrets after a Certificate was deleted: %d rows, %v; want none", n, err)
 		}
