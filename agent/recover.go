@@ -133,8 +133,11 @@ func (a *Applier) Recover(ctx context.Context) (*Recovery, error) {
 	case live == st.Pending:
 		// The crash came after the switch: finish the apply if the new
 		// release verifies, else go back to the one state.json called
-		// current.
-		if err := a.ensureLive(ctx, live); err == nil {
+		// current. The crash may have come between the reload signal and
+		// the verify, with the old workers still accepting beside the new
+		// ones: one answer of the new generation proves nothing then, so
+		// reload again and wait for every worker seen now to stop.
+		if err := a.reloadLive(ctx, live); err == nil {
 			rec.Outcome = RolledForward
 			break
 		} else if st.Current == "" || st.Current == live {
@@ -197,6 +200,12 @@ func (a *Applier) ensureLive(ctx context.Context, hash string) error {
 	if gen, err := nginx.Generation(ctx, a.cfg.StatusURL); err == nil && gen == hash {
 		return nil
 	}
+	return a.reloadLive(ctx, hash)
+}
+
+// reloadLive reloads nginx and verifies hash: nginx answers it and none of
+// the workers running before the reload accept connections any more.
+func (a *Applier) reloadLive(ctx context.Context, hash string) error {
 	off := a.snapshot()
 	if err := a.cfg.Reloader.Reload(ctx); err != nil {
 		return err
