@@ -128,6 +128,15 @@ type PushResult struct {
 	// whole bundle.
 	Deltas     int `json:"deltas"`
 	WholeAsked int `json:"wholeAsked"`
+	// CPUPerAgentUs is the CPU time that the hub, the relays, the bench
+	// and its agent processes used from the API's answer until every
+	// agent had reported, per agent, in microseconds; BusyCores is that
+	// CPU time over the same wall time.
+	CPUPerAgentUs float64 `json:"cpuPerAgentUs"`
+	BusyCores     float64 `json:"busyCores"`
+	// ReferenceUs is the machine's price of one small message just before
+	// the push (measureReference), in microseconds of CPU time.
+	ReferenceUs float64 `json:"referenceUs"`
 }
 
 // StormResult is a relay killed and restarted (or agents moved).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 )
@@ -172,7 +173,12 @@ func (e *env) pushes(ctx context.Context) error {
 				return err
 			}
 		}
+		ref, err := measureReference(referenceMessages)
+		if err != nil {
+			return err
+		}
 		pr, lat, err := e.push(ctx, round)
+		pr.ReferenceUs = float64(ref) / float64(time.Microsecond)
 		e.res.Pushes = append(e.res.Pushes, pr)
 		all = append(all, lat...)
 		acked += pr.Acked
@@ -182,6 +188,7 @@ func (e *env) pushes(ctx context.Context) error {
 		}
 	}
 	e.pushFigures(NewLatency(all), acked, deltas)
+	e.pushCostFigures()
 	e.note("push latency is from the API's answer to the commit to each agent's ack (Report called with the hash the hub assigned it), over %d rounds", e.cfg.Pushes)
 	return nil
 }
@@ -204,6 +211,31 @@ func (e *env) pushFigures(l Latency, acked, deltas int) {
 	e.figure("push max (last ack)", l.Max, "ms", maxTarget)
 }
 
+// pushCostFigures adds what the pushes cost the machine: CPU time per
+// agent (the mean of the rounds), the reference message's price (the
+// median of the rounds), and the first over the second, the push's cost
+// in reference messages, which moves with the code and not with the hour.
+func (e *env) pushCostFigures() {
+	var cpu float64
+	refs := make([]float64, 0, len(e.res.Pushes))
+	for _, p := range e.res.Pushes {
+		cpu += p.CPUPerAgentUs
+		refs = append(refs, p.ReferenceUs)
+	}
+	if len(refs) == 0 {
+		return
+	}
+	cpu /= float64(len(refs))
+	slices.Sort(refs)
+	ref := refs[len(refs)/2]
+	e.figure("push CPU per agent", cpu, "us", nil)
+	e.figure("reference message", ref, "us", nil)
+	if ref > 0 {
+		e.figure("push CPU per agent, in reference messages", cpu/ref, "", nil)
+	}
+	e.note("push CPU per agent is the CPU time of the hub, the relays and the simulated agents from the API's answer to the last agent's report, per agent; a reference message (AES-GCM sealed, written to loopback TCP, read and opened) is measured before each push, and the ratio of the two is the figure to compare between runs in different hours")
+}
+
 // push commits one change and measures, for every agent, the time from the
 // API's answer to its ack of the hash the hub assigned it. lat has one
 // sample per agent that acked.
@@ -219,7 +251,7 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 		return pr, nil, err
 	}
 	ans, err := e.cl.api.apply(ctx, siteYAML(fmt.Sprintf("%s-%d", e.nonce, round)), fmt.Sprintf("nxmesh bench: push %d", round))
-	answered := time.Now()
+	answered, cpu0 := time.Now(), e.cpuNow()
 	pr.AnsweredMs = millis(answered.Sub(e.start))
 	if err != nil {
 		return pr, nil, err
@@ -239,6 +271,10 @@ func (e *env) push(ctx context.Context, round int) (pr PushResult, lat []time.Du
 		reported, _, ok := e.ag.watched(mark)
 		return ok && reported == n, nil
 	})
+	if cpu := e.cpuNow() - cpu0; n > 0 {
+		pr.CPUPerAgentUs = float64(cpu) / float64(time.Microsecond) / float64(n)
+		pr.BusyCores = float64(cpu) / float64(time.Since(answered))
+	}
 	states, err := e.ag.states(ctx, sent)
 	if err != nil {
 		return pr, nil, errors.Join(waitErr, err)
@@ -527,6 +563,23 @@ func (e *env) readProcs() map[string]procSample {
 		}
 	}
 	return out
+}
+
+// cpuNow is the CPU time used so far by the daemons, the bench and its
+// agent processes together (a process that cannot be read has exited,
+// which fails the run elsewhere).
+func (e *env) cpuNow() time.Duration {
+	var sum time.Duration
+	pids := append(e.ag.pids(), os.Getpid())
+	for _, p := range e.cl.procs() {
+		pids = append(pids, p.pid())
+	}
+	for _, pid := range pids {
+		if cpu, err := threadsCPU(pid); err == nil {
+			sum += cpu
+		}
+	}
+	return sum
 }
 
 // wait is waitFor with the run's timeout, failing early when a daemon dies.
