@@ -214,7 +214,7 @@ func (e *env) pushFigures(l Latency, acked, deltas int) {
 // pushCostFigures adds what the pushes cost the machine: CPU time per
 // agent (the mean of the rounds), the reference message's price (the
 // median of the rounds), and the first over the second, the push's cost
-// in reference messages, which moves with the code and not with the hour.
+// in reference messages, which moves less with the hour than the CPU time.
 func (e *env) pushCostFigures() {
 	var cpu float64
 	refs := make([]float64, 0, len(e.res.Pushes))
@@ -233,7 +233,7 @@ func (e *env) pushCostFigures() {
 	if ref > 0 {
 		e.figure("push CPU per agent, in reference messages", cpu/ref, "", nil)
 	}
-	e.note("push CPU per agent is the CPU time of the hub, the relays and the simulated agents from the API's answer to the last agent's report, per agent; a reference message (AES-GCM sealed, written to loopback TCP, read and opened) is measured before each push, and the ratio of the two is the figure to compare between runs in different hours")
+	e.note("push CPU per agent is the CPU time of the hub, the relays and the simulated agents from the API's answer to the last agent's report, per agent; a reference message (AES-GCM sealed, written to loopback TCP, read and opened) is measured before each push; their ratio is for comparing runs from different hours, and follows the hour only in part (docs/bench.md)")
 }
 
 // push commits one change and measures, for every agent, the time from the
