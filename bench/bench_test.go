@@ -152,9 +152,6 @@ func runPush(t *testing.T, ctx context.Context, cfg Config, during func(e *env))
 		if p.CPUPerAgentUs <= 0 || p.BusyCores <= 0 || p.BusyCores > 1.05*float64(runtime.NumCPU()) {
 			t.Errorf("push %d: %v us of CPU per agent, %v cores busy (of %d)", p.Round, p.CPUPerAgentUs, p.BusyCores, runtime.NumCPU())
 		}
-		if p.ReferenceUs <= 0 {
-			t.Errorf("push %d: reference %v us", p.Round, p.ReferenceUs)
-		}
 		// A delta to 200 agents can be acked by most of them before the
 		// API's answer reaches the bench: those count as 0 ms, and the
 		// run says so.

@@ -183,7 +183,7 @@ func figureTable(r *Result) table {
 }
 
 func pushTable(r *Result) table {
-	t := table{Title: "Pushes", Head: []string{"PUSH", "ACKED", "P50", "P90", "P99", "MAX", "LAST ACK", "CPU/AGENT", "BUSY", "REFERENCE"}}
+	t := table{Title: "Pushes", Head: []string{"PUSH", "ACKED", "P50", "P90", "P99", "MAX", "LAST ACK", "CPU/AGENT", "BUSY"}}
 	for _, p := range r.Pushes {
 		l := p.Latency
 		t.Rows = append(t.Rows, row{Cells: []string{
@@ -191,15 +191,12 @@ func pushTable(r *Result) table {
 			group(float64(p.Acked)) + "/" + group(float64(p.Agents)),
 			formatMs(l.P50), formatMs(l.P90), formatMs(l.P99), formatMs(l.Max),
 			formatMs(p.LastAckMs),
-			formatUs(p.CPUPerAgentUs),
+			formatNumber(p.CPUPerAgentUs) + " us",
 			formatNumber(p.BusyCores) + " cores",
-			formatUs(p.ReferenceUs),
 		}})
 	}
 	return t
 }
-
-func formatUs(v float64) string { return formatNumber(v) + " us" }
 
 func stormTable(r *Result) table {
 	t := table{Title: "Storms", Head: []string{"STORM", "TLS RESUMPTION", "AGENTS", "BACK", "CONVERGED", "RECONNECTS"}}

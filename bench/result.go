@@ -134,9 +134,6 @@ type PushResult struct {
 	// CPU time over the same wall time.
 	CPUPerAgentUs float64 `json:"cpuPerAgentUs"`
 	BusyCores     float64 `json:"busyCores"`
-	// ReferenceUs is the machine's price of one small message just before
-	// the push (measureReference), in microseconds of CPU time.
-	ReferenceUs float64 `json:"referenceUs"`
 }
 
 // StormResult is a relay killed and restarted (or agents moved).

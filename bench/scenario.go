@@ -173,12 +173,7 @@ func (e *env) pushes(ctx context.Context) error {
 				return err
 			}
 		}
-		ref, err := measureReference(referenceMessages)
-		if err != nil {
-			return err
-		}
 		pr, lat, err := e.push(ctx, round)
-		pr.ReferenceUs = float64(ref) / float64(time.Microsecond)
 		e.res.Pushes = append(e.res.Pushes, pr)
 		all = append(all, lat...)
 		acked += pr.Acked
@@ -211,29 +206,18 @@ func (e *env) pushFigures(l Latency, acked, deltas int) {
 	e.figure("push max (last ack)", l.Max, "ms", maxTarget)
 }
 
-// pushCostFigures adds what the pushes cost the machine: CPU time per
-// agent (the mean of the rounds), the reference message's price (the
-// median of the rounds), and the first over the second, the push's cost
-// in reference messages, which moves less with the hour than the CPU time.
+// pushCostFigures adds the pushes' CPU time per agent, the mean of the
+// rounds.
 func (e *env) pushCostFigures() {
-	var cpu float64
-	refs := make([]float64, 0, len(e.res.Pushes))
-	for _, p := range e.res.Pushes {
-		cpu += p.CPUPerAgentUs
-		refs = append(refs, p.ReferenceUs)
-	}
-	if len(refs) == 0 {
+	if len(e.res.Pushes) == 0 {
 		return
 	}
-	cpu /= float64(len(refs))
-	slices.Sort(refs)
-	ref := refs[len(refs)/2]
-	e.figure("push CPU per agent", cpu, "us", nil)
-	e.figure("reference message", ref, "us", nil)
-	if ref > 0 {
-		e.figure("push CPU per agent, in reference messages", cpu/ref, "", nil)
+	var cpu float64
+	for _, p := range e.res.Pushes {
+		cpu += p.CPUPerAgentUs
 	}
-	e.note("push CPU per agent is the CPU time of the hub, the relays and the simulated agents from the API's answer to the last agent's report, per agent; a reference message (AES-GCM sealed, written to loopback TCP, read and opened) is measured before each push; their ratio is for comparing runs from different hours, and follows the hour only in part (docs/bench.md)")
+	e.figure("push CPU per agent", cpu/float64(len(e.res.Pushes)), "us", nil)
+	e.note("push CPU per agent is the CPU time of the hub, the relays and the simulated agents from the API's answer to the last agent's report, per agent")
 }
 
 // push commits one change and measures, for every agent, the time from the
